@@ -1,0 +1,1 @@
+//! Benchmark support: starting a daemon, preparing files.

@@ -1,0 +1,1 @@
+//! enrollment (under construction)

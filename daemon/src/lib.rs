@@ -1,0 +1,28 @@
+//! `trace2e-daemon`: the traceability engine and the services of `trace2ed`.
+//!
+//! The engine ([`engine::Engine`]) holds every decision: it maps client fds to resources
+//! ([`enrollment`]), reserves labels for the length of a flow ([`reservation`]), evaluates
+//! the compliance rules ([`compliance`], [`consent`]) over provenance ([`provenance`]),
+//! and records everything in the audit trail ([`audit`]). All durable state changes go
+//! through one mutation path ([`state::State::apply`]). The engine does no I/O of its own.
+//!
+//! Around it: [`p2m`] serves processes (gRPC on a Unix socket, callers identified by
+//! `SO_PEERCRED`), [`operator`] serves operators (O2M), [`daemon`] wires them into
+//! `trace2ed`, and [`cli`] is the operator CLI `trace2e`.
+
+pub mod audit;
+pub mod compliance;
+pub mod consent;
+pub mod engine;
+pub mod enrollment;
+pub mod provenance;
+pub mod reservation;
+pub mod state;
+pub mod topology;
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod operator;
+pub mod p2m;
+pub mod process;

@@ -1,0 +1,1 @@
+//! reservation (under construction)
