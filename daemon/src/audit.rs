@@ -1,1 +1,573 @@
-//! audit (under construction)
+//! Audit trail: an append-only record of everything the engine decided or changed.
+//!
+//! Owns the record types, the in-memory log ([`AuditLog`]), its queries and its text and
+//! JSON renderings. It does not decide what to record (the engine does) and appends only
+//! through `state::State::apply`. Entries are stored as structured values with interned
+//! labels ([`AuditEntry`]); identifiers and text are produced at query time, never on
+//! the hot path.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::ser::{SerializeStruct, Serializer};
+use trace2e_proto::{Denial, Direction, Fd, GrantId, LocalizedResource, NodeId, Policy, ProcessId};
+
+use crate::provenance::LabelId;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A process attached (or exec'd a new executable).
+    Attach,
+    /// A process exited (or detached).
+    Exit,
+    /// An fd was enrolled.
+    Enroll,
+    /// An fd was unenrolled.
+    Unenroll,
+    /// A flow was requested, with the decision.
+    Request,
+    /// A granted flow was reported.
+    Report,
+    /// A granted flow was never reported (lease expiry or process exit) and is assumed
+    /// performed.
+    Expired,
+    /// An operator changed a policy.
+    PolicyChange,
+    /// An operator marked a resource deleted.
+    Delete,
+    /// An operator turned consent enforcement on or off.
+    ConsentEnforced,
+    /// An operator decided a consent request.
+    ConsentDecision,
+}
+
+impl AuditKind {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attach => "attach",
+            Self::Exit => "exit",
+            Self::Enroll => "enroll",
+            Self::Unenroll => "unenroll",
+            Self::Request => "request",
+            Self::Report => "report",
+            Self::Expired => "expired",
+            Self::PolicyChange => "policy_change",
+            Self::Delete => "delete",
+            Self::ConsentEnforced => "consent_enforced",
+            Self::ConsentDecision => "consent_decision",
+        }
+    }
+}
+
+/// The result recorded with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutcome {
+    /// A flow was granted.
+    Granted,
+    /// A flow was denied.
+    Denied(Denial),
+    /// The event succeeded (I/O reported ok, change applied).
+    Ok,
+    /// The reported I/O failed.
+    Failed,
+    /// A consent decision allowing the flows.
+    Allowed,
+    /// A consent decision refusing the flows.
+    Refused,
+}
+
+impl AuditOutcome {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Granted => "granted",
+            Self::Denied(_) => "denied",
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Allowed => "allowed",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// One stored record, with labels interned. Built by the engine, numbered by the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Unix time, µs.
+    pub time_us: u64,
+    /// What happened.
+    pub kind: AuditKind,
+    /// The process concerned.
+    pub process: Option<ProcessId>,
+    /// Its fd, for enrollment events and requests.
+    pub fd: Option<Fd>,
+    /// The resource acted upon (enrolled, policy target, attached process).
+    pub resource: Option<LabelId>,
+    /// Flow source (or consent source).
+    pub source: Option<LabelId>,
+    /// Flow destination (or consent destination resource). For a flow to an external
+    /// peer: the stream as the process enrolled it.
+    pub destination: Option<LabelId>,
+    /// The external peer a flow went to.
+    pub external_peer: Option<SocketAddr>,
+    /// A consent decision for a whole destination node.
+    pub consent_node: Option<NodeId>,
+    /// Flow direction.
+    pub direction: Option<Direction>,
+    /// Bytes reported.
+    pub bytes: u64,
+    /// The grant concerned.
+    pub grant: Option<GrantId>,
+    /// The policy after a change.
+    pub policy: Option<Policy>,
+    /// The executable of an attached process.
+    pub exe: Option<PathBuf>,
+    /// The result.
+    pub result: AuditOutcome,
+}
+
+impl AuditEntry {
+    /// An entry with only a kind, a time and a result.
+    pub fn new(kind: AuditKind, time_us: u64, result: AuditOutcome) -> Self {
+        Self {
+            time_us,
+            kind,
+            process: None,
+            fd: None,
+            resource: None,
+            source: None,
+            destination: None,
+            external_peer: None,
+            consent_node: None,
+            direction: None,
+            bytes: 0,
+            grant: None,
+            policy: None,
+            exe: None,
+            result,
+        }
+    }
+}
+
+/// Which decisions a query keeps (requests only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecisionFilter {
+    /// Granted requests.
+    Granted,
+    /// Denied requests.
+    Denied,
+}
+
+impl FromStr for DecisionFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "granted" => Ok(Self::Granted),
+            "denied" => Ok(Self::Denied),
+            other => Err(format!(
+                "unknown decision {other:?} (expected granted or denied)"
+            )),
+        }
+    }
+}
+
+/// A query over the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only records whose resource, source or destination is this.
+    pub resource: Option<LocalizedResource>,
+    /// Only requests with this decision.
+    pub decision: Option<DecisionFilter>,
+    /// At most the most recent `limit` matching records (0: all).
+    pub limit: usize,
+    /// Only records with a sequence number greater than this.
+    pub after: u64,
+}
+
+/// One audit record as returned by queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// Unix time, µs.
+    pub time_us: u64,
+    /// The node that recorded it.
+    pub node: NodeId,
+    /// What happened.
+    pub kind: AuditKind,
+    /// The process concerned.
+    pub process: Option<ProcessId>,
+    /// Its fd.
+    pub fd: Option<Fd>,
+    /// The resource acted upon.
+    pub resource: Option<LocalizedResource>,
+    /// Flow (or consent) source.
+    pub source: Option<LocalizedResource>,
+    /// Flow (or consent) destination; for an external peer, the stream as enrolled.
+    pub destination: Option<LocalizedResource>,
+    /// The external peer a flow went to.
+    pub external_peer: Option<SocketAddr>,
+    /// A consent decision for a whole destination node.
+    pub consent_node: Option<NodeId>,
+    /// Flow direction.
+    pub direction: Option<Direction>,
+    /// Bytes reported.
+    pub bytes: u64,
+    /// The grant concerned.
+    pub grant: Option<GrantId>,
+    /// The policy after a change.
+    pub policy: Option<Policy>,
+    /// The executable of an attached process.
+    pub exe: Option<PathBuf>,
+    /// The result.
+    pub result: AuditOutcome,
+}
+
+impl AuditRecord {
+    /// One line of text.
+    pub fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for AuditRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "#{} {} {} {}",
+            self.seq,
+            self.time_us,
+            self.node,
+            self.kind.as_str()
+        )?;
+        if let Some(d) = self.direction {
+            write!(f, " {d}")?;
+        }
+        if let Some(p) = self.process {
+            write!(f, " process={p}")?;
+        }
+        if let Some(fd) = self.fd {
+            write!(f, " fd={fd}")?;
+        }
+        if let Some(r) = &self.resource {
+            write!(f, " {r}")?;
+        }
+        if let Some(e) = &self.exe {
+            write!(f, " exe={}", e.display())?;
+        }
+        match (&self.source, &self.destination) {
+            (Some(s), Some(d)) => write!(f, " {s} -> {d}")?,
+            (Some(s), None) => write!(f, " {s} ->")?,
+            (None, Some(d)) => write!(f, " -> {d}")?,
+            (None, None) => {}
+        }
+        if let Some(p) = self.external_peer {
+            write!(f, " (external peer {p})")?;
+        }
+        if let Some(n) = &self.consent_node {
+            write!(f, " -> node:{n}")?;
+        }
+        if let Some(g) = self.grant {
+            write!(f, " grant={g}")?;
+        }
+        if self.kind == AuditKind::Report || self.kind == AuditKind::Expired {
+            write!(f, " bytes={}", self.bytes)?;
+        }
+        if let Some(p) = &self.policy {
+            write!(
+                f,
+                " policy=[{} integrity={}{}{}]",
+                p.confidentiality,
+                p.integrity,
+                if p.deleted { " deleted" } else { "" },
+                if p.consent { " consent" } else { "" }
+            )?;
+        }
+        write!(f, ": {}", self.result.name())?;
+        if let AuditOutcome::Denied(d) = &self.result {
+            write!(f, " ({} on {}: {})", d.policy, d.resource, d.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for AuditRecord {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn text<T: fmt::Display>(v: &Option<T>) -> Option<String> {
+            v.as_ref().map(ToString::to_string)
+        }
+        let mut st = s.serialize_struct("AuditRecord", 18)?;
+        st.serialize_field("seq", &self.seq)?;
+        st.serialize_field("time_us", &self.time_us)?;
+        st.serialize_field("node", self.node.as_str())?;
+        st.serialize_field("kind", &self.kind)?;
+        st.serialize_field("process", &text(&self.process))?;
+        st.serialize_field("fd", &self.fd.map(|f| f.0))?;
+        st.serialize_field("resource", &text(&self.resource))?;
+        st.serialize_field("source", &text(&self.source))?;
+        st.serialize_field("destination", &text(&self.destination))?;
+        st.serialize_field("external_peer", &text(&self.external_peer))?;
+        st.serialize_field("consent_node", &text(&self.consent_node))?;
+        st.serialize_field("direction", &text(&self.direction))?;
+        st.serialize_field("bytes", &self.bytes)?;
+        st.serialize_field("grant", &self.grant.map(|g| g.0))?;
+        st.serialize_field(
+            "policy",
+            &self.policy.map(|p| {
+                serde_json::json!({
+                    "confidentiality": p.confidentiality,
+                    "integrity": p.integrity,
+                    "deleted": p.deleted,
+                    "consent": p.consent,
+                })
+            }),
+        )?;
+        st.serialize_field(
+            "exe",
+            &self.exe.as_ref().map(|e| e.to_string_lossy().into_owned()),
+        )?;
+        st.serialize_field("result", self.result.name())?;
+        st.serialize_field(
+            "denial",
+            &match &self.result {
+                AuditOutcome::Denied(d) => Some(serde_json::json!({
+                    "policy": d.policy.as_str(),
+                    "resource": d.resource.to_string(),
+                    "reason": d.reason,
+                })),
+                _ => None,
+            },
+        )?;
+        st.end()
+    }
+}
+
+/// The append-only log.
+#[derive(Debug, Default)]
+pub struct AuditLog {
+    /// Entry `i` has sequence number `i + 1`.
+    entries: Vec<AuditEntry>,
+    granted: u64,
+    denied: u64,
+}
+
+impl AuditLog {
+    /// Appends an entry; returns its sequence number.
+    pub fn append(&mut self, entry: AuditEntry) -> u64 {
+        if entry.kind == AuditKind::Request {
+            match entry.result {
+                AuditOutcome::Granted => self.granted += 1,
+                AuditOutcome::Denied(_) => self.denied += 1,
+                _ => {}
+            }
+        }
+        self.entries.push(entry);
+        self.entries.len() as u64
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Granted requests so far.
+    pub fn granted(&self) -> u64 {
+        self.granted
+    }
+
+    /// Denied requests so far.
+    pub fn denied(&self) -> u64 {
+        self.denied
+    }
+
+    /// Sequence numbers and entries matching `query`, ascending. `resource` is the
+    /// query's resource already interned: `Some(None)` means a resource that was never
+    /// interned, which matches nothing.
+    pub fn query<'a>(
+        &'a self,
+        query: &AuditQuery,
+        resource: Option<Option<LabelId>>,
+    ) -> Vec<(u64, &'a AuditEntry)> {
+        let resource = match resource {
+            Some(None) => return Vec::new(),
+            Some(Some(id)) => Some(id),
+            None => None,
+        };
+        let start = usize::try_from(query.after)
+            .unwrap_or(usize::MAX)
+            .min(self.entries.len());
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit
+        };
+        let mut out: Vec<(u64, &AuditEntry)> = self.entries[start..]
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, e)| {
+                resource.is_none_or(|r| {
+                    e.resource == Some(r) || e.source == Some(r) || e.destination == Some(r)
+                })
+            })
+            .filter(|(_, e)| match query.decision {
+                None => true,
+                Some(DecisionFilter::Granted) => {
+                    e.kind == AuditKind::Request && e.result == AuditOutcome::Granted
+                }
+                Some(DecisionFilter::Denied) => {
+                    e.kind == AuditKind::Request && matches!(e.result, AuditOutcome::Denied(_))
+                }
+            })
+            .take(limit)
+            .map(|(i, e)| ((start + i + 1) as u64, e))
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trace2e_proto::{PolicyKind, Resource};
+
+    fn request(result: AuditOutcome, src: u32) -> AuditEntry {
+        let mut e = AuditEntry::new(AuditKind::Request, 10, result);
+        e.source = LabelId::from_index(src as usize);
+        e.destination = LabelId::from_index(100);
+        e
+    }
+
+    fn denial() -> Denial {
+        Denial {
+            policy: PolicyKind::Integrity,
+            resource: Resource::file("/x")
+                .unwrap()
+                .at(&NodeId::new("n1").unwrap()),
+            reason: "too low".into(),
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_counters_and_filters() {
+        let mut log = AuditLog::default();
+        assert_eq!(
+            log.append(AuditEntry::new(AuditKind::Attach, 1, AuditOutcome::Ok)),
+            1
+        );
+        assert_eq!(log.append(request(AuditOutcome::Granted, 1)), 2);
+        assert_eq!(log.append(request(AuditOutcome::Denied(denial()), 2)), 3);
+        assert_eq!(log.append(request(AuditOutcome::Granted, 2)), 4);
+        assert_eq!((log.granted(), log.denied()), (2, 1));
+
+        let all = log.query(&AuditQuery::default(), None);
+        assert_eq!(
+            all.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        let q = AuditQuery {
+            decision: Some(DecisionFilter::Granted),
+            ..Default::default()
+        };
+        assert_eq!(
+            log.query(&q, None)
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+            vec![2, 4]
+        );
+        let q = AuditQuery {
+            limit: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            log.query(&q, None)
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        let q = AuditQuery {
+            after: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            log.query(&q, None)
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        let by_src = log.query(&AuditQuery::default(), Some(LabelId::from_index(2)));
+        assert_eq!(
+            by_src.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert!(log.query(&AuditQuery::default(), Some(None)).is_empty());
+        let q = AuditQuery {
+            after: 99,
+            ..Default::default()
+        };
+        assert!(log.query(&q, None).is_empty());
+    }
+
+    #[test]
+    fn records_render_as_text_and_json() {
+        let n1 = NodeId::new("n1").unwrap();
+        let r = AuditRecord {
+            seq: 7,
+            time_us: 42,
+            node: n1.clone(),
+            kind: AuditKind::Request,
+            process: Some(ProcessId {
+                pid: 12,
+                starttime: 34,
+            }),
+            fd: Some(Fd(3)),
+            resource: None,
+            source: Some(
+                Resource::Process(ProcessId {
+                    pid: 12,
+                    starttime: 34,
+                })
+                .at(&n1),
+            ),
+            destination: Some(Resource::file("/x").unwrap().at(&n1)),
+            external_peer: None,
+            consent_node: None,
+            direction: Some(Direction::Write),
+            bytes: 0,
+            grant: None,
+            policy: None,
+            exe: None,
+            result: AuditOutcome::Denied(denial()),
+        };
+        let text = r.to_text();
+        assert!(
+            text.starts_with("#7 42 n1 request write process=12.34 fd=3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "process://12.34@n1 -> file:///x@n1: denied (integrity on file:///x@n1: too low)"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["seq"], 7);
+        assert_eq!(json["kind"], "request");
+        assert_eq!(json["result"], "denied");
+        assert_eq!(json["denial"]["policy"], "integrity");
+        assert_eq!(json["destination"], "file:///x@n1");
+    }
+}

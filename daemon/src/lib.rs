@@ -23,6 +23,7 @@ pub mod topology;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod operator;
 pub mod p2m;
 pub mod process;

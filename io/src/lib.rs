@@ -1,1 +1,76 @@
-//! `trace2e-io`
+//! `trace2e-io`: drop-in replacements for [`std::fs`] and [`std::net`] whose every read
+//! and write is mediated by the local trace2e daemon.
+//!
+//! Replace `use std::fs::File` with `use trace2e_io::fs::File` (and `std::net::TcpStream`
+//! with `trace2e_io::net::TcpStream`): the names and signatures are std's. Opening a file
+//! or a stream *enrolls* its descriptor with the daemon; each read or write is one
+//! *flow*: the daemon is asked first, the std operation runs only if the flow is granted,
+//! then its outcome is reported so the daemon can update provenance. Closing unenrolls.
+//! The types implement [`Read`](std::io::Read)/[`Write`](std::io::Write) themselves, so
+//! generic code (`io::copy`, `BufReader`, `serde_json::from_reader`) is mediated too.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use trace2e_io::fs::File;
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let mut cv = String::new();
+//!     File::open("/data/cv.txt")?.read_to_string(&mut cv)?; // a read flow
+//!     if let Err(e) = File::create("/tmp/copy.txt")?.write_all(cv.as_bytes()) {
+//!         match trace2e_io::Denied::of(&e) {
+//!             Some(denied) => eprintln!("refused: {denied}"), // e.g. secret data
+//!             None => return Err(e),
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Errors
+//!
+//! Signatures are std's, so trace2e's failures are [`std::io::Error`]s:
+//! - a refused flow: [`ErrorKind::PermissionDenied`](std::io::ErrorKind::PermissionDenied)
+//!   carrying a [`Denied`] (policy, resource, reason); the I/O was not performed;
+//! - a daemon that cannot be asked (not running, timed out, misconfigured client):
+//!   [`ErrorKind::NotConnected`](std::io::ErrorKind::NotConnected) carrying a
+//!   [`DaemonUnavailable`]; the I/O was not performed (fail closed), and opening fails too;
+//! - a report that fails *after* the I/O happened is logged (`tracing` warning) and the
+//!   I/O's result is returned: data is never lost to a bookkeeping failure.
+//!
+//! # Configuration
+//!
+//! `TRACE2E_SOCKET` (daemon socket, default `/run/trace2e/p2m.sock`), `TRACE2E_TRANSPORT`
+//! (`grpc`), `TRACE2E_TIMEOUT_MS` (flow request deadline, default 60 000) are read when the
+//! process-global client is created: on first use, and again in a forked child (the daemon
+//! identifies processes by their socket's credentials, never by a message field).
+//! `TRACE2E_BIND_ADDR` sets the local address of outgoing connections (see [`net`]).
+//!
+//! # Where to look next
+//!
+//! [`fs`] and [`net`] for the replaced types; the crate's `transport` module for the
+//! seam between this crate and the daemon (gRPC now, shared memory next).
+
+pub mod fs;
+pub mod net;
+
+mod error;
+mod mediation;
+mod transport;
+
+pub use error::{DaemonUnavailable, Denied, UnavailableKind};
+pub use trace2e_proto::{Denial, Direction, LocalizedResource, PolicyKind};
+
+#[cfg(test)]
+mod tests {
+    fn shareable<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync_like_std() {
+        shareable::<crate::fs::File>();
+        shareable::<crate::fs::OpenOptions>();
+        shareable::<crate::net::TcpStream>();
+        shareable::<crate::net::TcpListener>();
+        shareable::<crate::Denied>();
+        shareable::<crate::DaemonUnavailable>();
+    }
+}

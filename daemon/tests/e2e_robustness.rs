@@ -1,0 +1,207 @@
+//! End to end: bad and dying clients never hurt the daemon or the others.
+//! A client killed mid-flow releases its reservations; garbage and oversized messages get
+//! errors; a client that lies about an fd is refused; the daemon keeps serving.
+
+mod support;
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use support::*;
+use trace2e_proto::pb::p2m::{self, p2m_client::P2mClient};
+
+async fn p2m_client(socket: &std::path::Path) -> P2mClient<tonic::transport::Channel> {
+    let path = socket.to_path_buf();
+    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .unwrap();
+    P2mClient::new(channel)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Child mode: enroll a file for writing, obtain a grant, announce it, and hang without
+/// ever reporting (the test kills us).
+#[test]
+fn child_hold_grant() {
+    let (Ok(socket), Ok(path)) = (std::env::var("T2E_CHILD_SOCKET"), std::env::var("T2E_CHILD_FILE")) else {
+        return; // not running as the child
+    };
+    rt().block_on(async {
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut c = p2m_client(std::path::Path::new(&socket)).await;
+        let fd = file.as_raw_fd();
+        c.enroll(p2m::EnrollRequest {
+            fd,
+            target: Some(p2m::enroll_request::Target::File(p2m::FileTarget { path: path.clone() })),
+        })
+        .await
+        .unwrap();
+        let d = c.request(p2m::IoRequest { fd, direction: p2m::Direction::Write as i32 }).await.unwrap().into_inner();
+        assert!(matches!(d.decision, Some(p2m::io_decision::Decision::Grant(_))), "{d:?}");
+        println!("granted");
+        std::io::stdout().flush().unwrap();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    });
+}
+
+#[test]
+fn a_client_killed_mid_flow_releases_its_reservations() {
+    // A long lease and reservation timeout: only the kill can release in time.
+    let d = Daemon::start("node-a", &["127.0.0.2"], &["--lease-ms", "600000", "--reservation-timeout-ms", "300000"]);
+    let (f, out_file) = (d.path("shared.txt"), d.path("out.txt"));
+    std::fs::write(&f, b"shared").unwrap();
+
+    let mut child_cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    child_cmd
+        .args(["--exact", "child_hold_grant", "--nocapture", "--test-threads", "1"])
+        .env("T2E_CHILD_SOCKET", &d.p2m)
+        .env("T2E_CHILD_FILE", &f);
+    let (mut child, _) = spawn_until_line_containing(child_cmd, "granted");
+
+    // Another process wants to read the file: it must wait for the writer's reservation.
+    let mut reader = d.proc_cmd(&["cp", f.to_str().unwrap(), out_file.to_str().unwrap()]);
+    reader.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut reader = reader.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(reader.try_wait().unwrap().is_none(), "the reader should be waiting for the reservation");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = wait_timeout(&mut reader).expect("reader still blocked after the holder died");
+    assert!(status.success(), "reader failed after the holder died");
+    assert_eq!(std::fs::read(&out_file).unwrap(), b"shared");
+
+    // The dead client's grant was ended and audited.
+    let audit = d.cli_json(&["audit", "--format", "json"]);
+    let text = audit.to_string();
+    assert!(text.contains("exit"), "{text}");
+}
+
+fn spawn_until_line_containing(mut cmd: std::process::Command, needle: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let needle = needle.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(&needle) {
+                let _ = tx.send(line);
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(PATIENCE).expect("child never got its grant");
+    (child, line)
+}
+
+#[test]
+fn garbage_and_oversized_messages_get_errors_and_the_daemon_keeps_serving() {
+    let mut d = Daemon::start("node-a", &["127.0.0.2"], &[]);
+    // Raw garbage on both sockets.
+    for socket in [&d.p2m, &d.o2m] {
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let _ = s.write_all(b"\x00\x01garbage that is not HTTP/2 at all\r\n\r\n\xff\xfe");
+        let mut buf = [0u8; 256];
+        let _ = std::io::Read::read(&mut s, &mut buf); // the daemon answers or closes; it must not hang
+    }
+    rt().block_on(async {
+        let mut c = p2m_client(&d.p2m).await;
+        // Oversized: a 1 MiB path.
+        let huge = format!("/{}", "x".repeat(1 << 20));
+        let err = c
+            .enroll(p2m::EnrollRequest {
+                fd: 0,
+                target: Some(p2m::enroll_request::Target::File(p2m::FileTarget { path: huge })),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::InvalidArgument),
+            "{err:?}"
+        );
+        // Malformed: no target, unknown direction, grant 0, unknown fd.
+        let err = c.enroll(p2m::EnrollRequest { fd: 1, target: None }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        let err = c.request(p2m::IoRequest { fd: 1, direction: 77 }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        let err = c.report(p2m::IoReport { grant: 0, ok: true, bytes: 1 }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        let err = c.report(p2m::IoReport { grant: 12345, ok: true, bytes: 1 }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+        let err = c.request(p2m::IoRequest { fd: 999, direction: p2m::Direction::Read as i32 }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    });
+    assert!(d.alive(), "daemon died; log:\n{}", d.log());
+    // Everyone else is still served.
+    let (a, b) = (d.path("a"), d.path("b"));
+    std::fs::write(&a, b"still works").unwrap();
+    assert_ok(&d.proc(&["cp", a.to_str().unwrap(), b.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&b).unwrap(), b"still works");
+}
+
+#[test]
+fn a_client_lying_about_an_fd_is_refused() {
+    let d = Daemon::start("node-a", &["127.0.0.2"], &[]);
+    let real = d.path("real.txt");
+    std::fs::write(&real, b"x").unwrap();
+    let file = std::fs::File::open(&real).unwrap();
+    rt().block_on(async {
+        let mut c = p2m_client(&d.p2m).await;
+        let lie = p2m::EnrollRequest {
+            fd: file.as_raw_fd(),
+            target: Some(p2m::enroll_request::Target::File(p2m::FileTarget { path: "/etc/passwd".into() })),
+        };
+        let err = c.enroll(lie).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("/etc/passwd"), "{err:?}");
+        // The same fd claimed as a TCP stream: refused too.
+        let lie = p2m::EnrollRequest {
+            fd: file.as_raw_fd(),
+            target: Some(p2m::enroll_request::Target::Stream(p2m::StreamTarget {
+                local: "127.0.0.1:1".into(),
+                peer: "127.0.0.1:2".into(),
+            })),
+        };
+        assert_eq!(c.enroll(lie).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+        // The truth is accepted.
+        let truth = p2m::EnrollRequest {
+            fd: file.as_raw_fd(),
+            target: Some(p2m::enroll_request::Target::File(p2m::FileTarget { path: real.display().to_string() })),
+        };
+        let resource = c.enroll(truth).await.unwrap().into_inner().resource;
+        assert_eq!(resource, format!("file://{}", real.display()));
+    });
+}
+
+#[test]
+fn sigterm_stops_the_daemon_and_removes_its_sockets() {
+    let mut d = Daemon::start("node-a", &["127.0.0.2"], &[]);
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(!d.p2m.exists() && !d.o2m.exists(), "sockets left behind");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_is_refused() {
+    let d = Daemon::start("node-a", &["127.0.0.2"], &[]);
+    let out = run({
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trace2ed"));
+        cmd.args(["--node", "other", "--p2m-socket"]).arg(&d.p2m).arg("--o2m-socket").arg(d.path("o2.sock"));
+        cmd
+    });
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+}

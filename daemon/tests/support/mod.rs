@@ -1,0 +1,222 @@
+//! End-to-end test support: a real `trace2ed` in a temporary directory, real client
+//! processes (`trace2e-proc`), the real CLI (`trace2e`), and a typed O2M client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use trace2e_proto::pb::o2m::o2m_client::O2mClient;
+
+/// Generous bound for anything a loaded 2-core machine does in a test; only a hang hits it.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running `trace2ed`, stopped (SIGTERM) on drop.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub p2m: PathBuf,
+    pub o2m: PathBuf,
+    pub node: String,
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts a daemon for node `node` owning `addresses`, with extra flags.
+    pub fn start(node: &str, addresses: &[&str], extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p2m = dir.path().join("p2m.sock");
+        let o2m = dir.path().join("o2m.sock");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trace2ed"));
+        cmd.arg("--node").arg(node).arg("--p2m-socket").arg(&p2m).arg("--o2m-socket").arg(&o2m);
+        for a in addresses {
+            cmd.arg("--address").arg(a);
+        }
+        cmd.args(extra);
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.stdout(Stdio::null()).stderr(Stdio::from(std::fs::File::create(dir.path().join("trace2ed.log")).unwrap()));
+        let child = cmd.spawn().expect("spawn trace2ed");
+        let daemon = Self { dir, p2m, o2m, node: node.into(), child };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.p2m).is_ok()
+                && std::os::unix::net::UnixStream::connect(&self.o2m).is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "trace2ed did not start; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("trace2ed.log")).unwrap_or_default()
+    }
+
+    /// A path inside the daemon's temporary directory (canonical).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().canonicalize().unwrap().join(name)
+    }
+
+    /// A `trace2e-proc` command wired to this daemon.
+    pub fn proc_cmd(&self, args: &[&str]) -> Command {
+        self.proc_cmd_with(&proc_bin(), args)
+    }
+
+    /// A command running `exe` (a copy of `trace2e-proc`) wired to this daemon.
+    pub fn proc_cmd_with(&self, exe: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(exe);
+        cmd.args(args).env("TRACE2E_SOCKET", &self.p2m).env_remove("TRACE2E_TRANSPORT");
+        cmd
+    }
+
+    /// Runs `trace2e-proc` to completion.
+    pub fn proc(&self, args: &[&str]) -> Output {
+        run(self.proc_cmd(args))
+    }
+
+    /// Runs the operator CLI `trace2e` to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trace2e"));
+        cmd.arg("--socket").arg(&self.o2m).args(args);
+        run(cmd)
+    }
+
+    /// Runs the CLI and parses its stdout as JSON; panics with its stderr if it failed.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(out.status.success(), "trace2e {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// A typed O2M client.
+    pub async fn o2m(&self) -> O2mClient<tonic::transport::Channel> {
+        let path = self.o2m.clone();
+        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            }))
+            .await
+            .unwrap();
+        O2mClient::new(channel)
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        );
+        wait_timeout(&mut self.child).expect("trace2ed did not stop on SIGTERM")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.alive() {
+            self.stop();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- trace2ed log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Waits for a child with [`PATIENCE`]; `None` if it did not exit (it is then killed).
+pub fn wait_timeout(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a command to completion within [`PATIENCE`] (killed and failed otherwise).
+pub fn run(mut cmd: Command) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let status = wait_timeout(&mut child).unwrap_or_else(|| panic!("{cmd:?} hung"));
+    Output { status, stdout: out.join().unwrap().into_bytes(), stderr: err.join().unwrap().into_bytes() }
+}
+
+/// Spawns a command and waits for its first stdout line (e.g. "listening on ADDR").
+pub fn spawn_until_line(mut cmd: Command) -> (Child, String) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(PATIENCE).expect("no first line");
+    (child, line.trim().to_owned())
+}
+
+/// The `trace2e-proc` binary (built on demand: it belongs to the `trace2e-io` package).
+pub fn proc_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/<test> -> target/<profile>/trace2e-proc
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let bin = profile_dir.join("trace2e-proc");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "trace2e-io", "--bin", "trace2e-proc"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            // Always (re)build: cheap when up to date, and never runs a stale binary.
+            let status = build.status().expect("run cargo build for trace2e-proc");
+            assert!(status.success(), "building trace2e-proc failed");
+            assert!(bin.exists(), "{} missing after build", bin.display());
+            bin
+        })
+        .clone()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a `trace2e-proc` run was denied (exit 13) and returns its stderr.
+pub fn assert_denied(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(13), "expected a denial (exit 13); stderr: {}", stderr(out));
+    stderr(out)
+}
+
+/// Asserts a run succeeded.
+pub fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "expected success; status {:?}, stderr: {}", out.status, stderr(out));
+}

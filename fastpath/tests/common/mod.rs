@@ -1,0 +1,238 @@
+//! Shared test scaffolding: a single-threaded reactor daemon over many channels, a
+//! hang guard, and re-executing this test binary as a child process.
+#![allow(dead_code)]
+
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use trace2e_fastpath::{Channel, Corruption, Lane, Listener, ServerConfig, Tag};
+
+/// Echo: respond with `kind + 1` and the same payload.
+pub const ECHO: u16 = 1;
+/// Respond with the number of posted messages this channel has delivered so far
+/// (u64 little-endian).
+pub const POSTS_SEEN: u16 = 100;
+/// Never respond.
+pub const BLACKHOLE: u16 = 200;
+/// Detach the caller's channel instead of responding.
+pub const DETACH_ME: u16 = 300;
+
+pub fn socket_path(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "fastpath-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("d.sock")
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish within `limit`
+/// (a hang guard, not a timing assertion).
+pub fn with_timeout<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = channel();
+    let handle = std::thread::spawn(move || {
+        let r = f();
+        let _ = tx.send(());
+        r
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => handle.join().unwrap(),
+        Err(RecvTimeoutError::Disconnected) => match handle.join() {
+            Ok(r) => r,
+            Err(p) => std::panic::resume_unwind(p),
+        },
+        Err(RecvTimeoutError::Timeout) => panic!("test body did not finish within {limit:?}"),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Attached { id: u32, pid: u32 },
+    Gone { id: u32, at: Instant },
+    Corrupt { id: u32, corruption: Corruption },
+}
+
+pub struct TestServer {
+    pub path: PathBuf,
+    pub events: Receiver<Event>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    /// Requests handled, all channels.
+    pub handled: Arc<Mutex<u64>>,
+}
+
+impl TestServer {
+    pub fn start(config: ServerConfig) -> Self {
+        let path = socket_path("srv");
+        let listener = Listener::bind(&path, config).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, events) = channel();
+        let handled = Arc::new(Mutex::new(0));
+        let handle = {
+            let (stop, handled) = (stop.clone(), handled.clone());
+            std::thread::spawn(move || reactor(listener, stop, tx, handled))
+        };
+        Self { path, events, stop, handle: Some(handle), handled }
+    }
+
+    /// The next event, failing the test after `limit`.
+    pub fn next_event(&self, limit: Duration) -> Event {
+        self.events.recv_timeout(limit).unwrap_or_else(|e| panic!("no server event within {limit:?}: {e}"))
+    }
+
+    /// Waits for the `Attached` event of a new client and returns its channel id.
+    pub fn attached(&self) -> u32 {
+        match self.next_event(Duration::from_secs(10)) {
+            Event::Attached { id, .. } => id,
+            other => panic!("expected Attached, got {other:?}"),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+struct Served {
+    id: u32,
+    channel: Channel,
+    posts: u64,
+}
+
+/// A daemon event loop in the style the real daemon will use: one `poll` over the
+/// listener and every channel's doorbell, control socket and pidfd; a bounded
+/// batch per channel per wake-up.
+fn reactor(listener: Listener, stop: Arc<AtomicBool>, tx: Sender<Event>, handled: Arc<Mutex<u64>>) {
+    const MAX_PER_WAKE: usize = 32;
+    listener.set_nonblocking(true).unwrap();
+    let mut channels: Vec<Served> = Vec::new();
+    let mut next_id = 0;
+    let mut busy = false;
+    let mut batch: Vec<(Lane, Tag, u16, bool, Vec<u8>)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        {
+            let mut watched: Vec<(BorrowedFd<'_>, PollFlags)> = vec![(listener_fd(&listener), PollFlags::IN)];
+            for s in &channels {
+                watched.push((s.channel.doorbell(), PollFlags::IN));
+                watched.push((s.channel.control(), PollFlags::RDHUP));
+                if let Some(p) = s.channel.pidfd() {
+                    watched.push((p, PollFlags::IN));
+                }
+            }
+            let mut fds: Vec<PollFd<'_>> = watched.iter().map(|(fd, fl)| PollFd::new(fd, *fl)).collect();
+            let timeout = if busy { Timespec { tv_sec: 0, tv_nsec: 0 } } else { Timespec { tv_sec: 0, tv_nsec: 50_000_000 } };
+            let _ = poll(&mut fds, Some(&timeout));
+        }
+        loop {
+            match listener.accept() {
+                Ok(incoming) => {
+                    let pid = incoming.peer().pid;
+                    if let Ok(channel) = incoming.attach() {
+                        next_id += 1;
+                        channels.push(Served { id: next_id, channel, posts: 0 });
+                        let _ = tx.send(Event::Attached { id: next_id, pid });
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        busy = false;
+        channels.retain_mut(|s| {
+            if s.channel.peer_gone() {
+                let _ = tx.send(Event::Gone { id: s.id, at: Instant::now() });
+                return false;
+            }
+            s.channel.clear_doorbell();
+            batch.clear();
+            let posts = &mut s.posts;
+            let result = s.channel.poll_requests(MAX_PER_WAKE, |req| {
+                if req.posted {
+                    *posts += 1;
+                } else {
+                    batch.push((req.lane, req.tag, req.kind, req.posted, req.payload.to_vec()));
+                }
+            });
+            let n = match result {
+                Ok(n) => n,
+                Err(corruption) => {
+                    let _ = tx.send(Event::Corrupt { id: s.id, corruption });
+                    return false;
+                }
+            };
+            *handled.lock().unwrap() += n as u64;
+            busy |= n == MAX_PER_WAKE;
+            for (lane, tag, kind, _, payload) in batch.drain(..) {
+                let r = match kind {
+                    ECHO => s.channel.respond(lane, tag, kind + 1, &payload),
+                    POSTS_SEEN => s.channel.respond(lane, tag, kind, &s.posts.to_le_bytes()),
+                    BLACKHOLE => Ok(()),
+                    DETACH_ME => {
+                        s.channel.detach();
+                        Ok(())
+                    }
+                    _ => s.channel.respond(lane, tag, kind, &[]),
+                };
+                match r {
+                    Ok(()) | Err(trace2e_fastpath::RespondError::Full) => {}
+                    Err(trace2e_fastpath::RespondError::Corrupt(corruption)) => {
+                        let _ = tx.send(Event::Corrupt { id: s.id, corruption });
+                        return false;
+                    }
+                    Err(_) => {}
+                }
+            }
+            true
+        });
+    }
+}
+
+fn listener_fd(l: &Listener) -> BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    l.as_fd()
+}
+
+/// Re-runs this test binary with only `test` selected, single-threaded, with
+/// `FASTPATH_ROLE=role` and `FASTPATH_SOCKET=path`.
+pub fn spawn_role(test: &str, role: &str, path: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("FASTPATH_ROLE", role)
+        .env("FASTPATH_SOCKET", path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The role this process was started for, if it is a child.
+pub fn role() -> Option<(String, PathBuf)> {
+    Some((std::env::var("FASTPATH_ROLE").ok()?, std::env::var_os("FASTPATH_SOCKET")?.into()))
+}
+
+/// Deterministic pseudo-random numbers (xorshift64).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}

@@ -1,0 +1,156 @@
+//! The one place that talks to the daemon: the [`Transport`] seam, its configuration,
+//! and the process-global client.
+//!
+//! It owns *how* the four P2M operations (enroll, unenroll, request, report) reach the
+//! daemon; it does not know about files or streams (see `mediation` for what a flow is).
+//!
+//! Configuration, read from the environment when the client is created (on first use,
+//! and again in a forked child):
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `TRACE2E_TRANSPORT` | `grpc` (the only value for now; the shared-memory transport will be `shm`) | `grpc` |
+//! | `TRACE2E_SOCKET` | the daemon's P2M Unix socket | `/run/trace2e/p2m.sock` |
+//! | `TRACE2E_TIMEOUT_MS` | deadline of a flow request, which may wait for a reservation (5 s) and an owner's consent (30 s) | `60000` |
+//!
+//! Enroll, unenroll and report have a fixed 10 s deadline. An invalid value is a
+//! [`DaemonUnavailable`] of kind [`Misconfigured`](UnavailableKind::Misconfigured): every
+//! mediated operation fails until it is fixed (fail closed).
+
+mod grpc;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use trace2e_proto::{Decision, Direction, Fd, GrantId, IoOutcome};
+
+use crate::error::{DaemonUnavailable, UnavailableKind};
+
+/// What an fd is enrolled as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A file, by absolute canonical path.
+    File(PathBuf),
+    /// A TCP stream, by its two ends.
+    Stream { local: SocketAddr, peer: SocketAddr },
+}
+
+/// The four P2M operations, blocking. Implementations must be callable from many threads
+/// at once, from inside or outside a tokio runtime, and must never hang past their
+/// deadlines nor panic.
+pub(crate) trait Transport: Send + Sync + fmt::Debug {
+    /// Registers `fd → target` for this process (replacing an earlier entry on `fd`).
+    fn enroll(&self, fd: Fd, target: &Target) -> Result<(), DaemonUnavailable>;
+    /// Removes the entry of `fd`.
+    fn unenroll(&self, fd: Fd) -> Result<(), DaemonUnavailable>;
+    /// Asks for one flow on `fd`.
+    fn request(&self, fd: Fd, direction: Direction) -> Result<Decision, DaemonUnavailable>;
+    /// Reports the outcome of a granted flow.
+    fn report(&self, grant: GrantId, outcome: IoOutcome) -> Result<(), DaemonUnavailable>;
+}
+
+/// Deadlines of the P2M calls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// Flow requests (they may wait for reservations and consent).
+    pub request: Duration,
+    /// Enroll, unenroll, report.
+    pub short: Duration,
+}
+
+/// The client configuration, from the environment.
+#[derive(Debug, Clone)]
+struct Config {
+    socket: PathBuf,
+    deadlines: Deadlines,
+}
+
+const DEFAULT_SOCKET: &str = "/run/trace2e/p2m.sock";
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn misconfigured(detail: String) -> DaemonUnavailable {
+    DaemonUnavailable::new(UnavailableKind::Misconfigured, "connect", detail)
+}
+
+fn new_transport() -> Result<Arc<dyn Transport>, DaemonUnavailable> {
+    let socket = std::env::var_os("TRACE2E_SOCKET")
+        .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from);
+    let request = match std::env::var("TRACE2E_TIMEOUT_MS") {
+        Err(std::env::VarError::NotPresent) => DEFAULT_REQUEST_TIMEOUT,
+        Ok(ms) => match ms.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => {
+                return Err(misconfigured(format!(
+                    "TRACE2E_TIMEOUT_MS={ms:?} is not a positive number of milliseconds"
+                )));
+            }
+        },
+        Err(e) => return Err(misconfigured(format!("TRACE2E_TIMEOUT_MS: {e}"))),
+    };
+    let config = Config {
+        socket,
+        deadlines: Deadlines {
+            request,
+            short: SHORT_TIMEOUT,
+        },
+    };
+    match std::env::var("TRACE2E_TRANSPORT").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("grpc") => Ok(Arc::new(grpc::GrpcTransport::new(
+            config.socket,
+            config.deadlines,
+        )?)),
+        Ok(other) => Err(misconfigured(format!(
+            "unknown TRACE2E_TRANSPORT={other:?} (expected \"grpc\")"
+        ))),
+        Err(e) => Err(misconfigured(format!("TRACE2E_TRANSPORT: {e}"))),
+    }
+}
+
+/// The process-global client, with the pid it was created in.
+struct Global {
+    pid: u32,
+    transport: Arc<dyn Transport>,
+}
+
+static CLIENT: Mutex<Option<Global>> = Mutex::new(None);
+
+/// A handle on the process-global client.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    /// The process this client speaks for (the daemon sees it through SO_PEERCRED).
+    pub pid: u32,
+    /// The transport.
+    pub transport: Arc<dyn Transport>,
+}
+
+/// The process-global client, created on first use and re-created after a fork.
+///
+/// A failed creation is not cached: the next call tries again, so an application that
+/// starts before its daemon recovers once the daemon is up.
+pub(crate) fn client() -> Result<Client, DaemonUnavailable> {
+    let pid = std::process::id();
+    let mut global = CLIENT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(g) = global.as_ref()
+        && g.pid == pid
+    {
+        return Ok(Client {
+            pid,
+            transport: g.transport.clone(),
+        });
+    }
+    if let Some(stale) = global.take() {
+        // Inherited from the parent across fork: its runtime's threads do not exist in
+        // this process, so dropping it could wait forever for them. Leak it instead.
+        std::mem::forget(stale);
+    }
+    let transport = new_transport()?;
+    *global = Some(Global {
+        pid,
+        transport: transport.clone(),
+    });
+    Ok(Client { pid, transport })
+}
