@@ -168,9 +168,7 @@ impl FromStr for DecisionFilter {
         match s {
             "granted" => Ok(Self::Granted),
             "denied" => Ok(Self::Denied),
-            other => Err(format!(
-                "unknown decision {other:?} (expected granted or denied)"
-            )),
+            other => Err(format!("unknown decision {other:?} (expected granted or denied)")),
         }
     }
 }
@@ -236,14 +234,7 @@ impl AuditRecord {
 
 impl fmt::Display for AuditRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "#{} {} {} {}",
-            self.seq,
-            self.time_us,
-            self.node,
-            self.kind.as_str()
-        )?;
+        write!(f, "#{} {} {} {}", self.seq, self.time_us, self.node, self.kind.as_str())?;
         if let Some(d) = self.direction {
             write!(f, " {d}")?;
         }
@@ -326,10 +317,7 @@ impl serde::Serialize for AuditRecord {
                 })
             }),
         )?;
-        st.serialize_field(
-            "exe",
-            &self.exe.as_ref().map(|e| e.to_string_lossy().into_owned()),
-        )?;
+        st.serialize_field("exe", &self.exe.as_ref().map(|e| e.to_string_lossy().into_owned()))?;
         st.serialize_field("result", self.result.name())?;
         st.serialize_field(
             "denial",
@@ -392,38 +380,24 @@ impl AuditLog {
     /// Sequence numbers and entries matching `query`, ascending. `resource` is the
     /// query's resource already interned: `Some(None)` means a resource that was never
     /// interned, which matches nothing.
-    pub fn query<'a>(
-        &'a self,
-        query: &AuditQuery,
-        resource: Option<Option<LabelId>>,
-    ) -> Vec<(u64, &'a AuditEntry)> {
+    pub fn query<'a>(&'a self, query: &AuditQuery, resource: Option<Option<LabelId>>) -> Vec<(u64, &'a AuditEntry)> {
         let resource = match resource {
             Some(None) => return Vec::new(),
             Some(Some(id)) => Some(id),
             None => None,
         };
-        let start = usize::try_from(query.after)
-            .unwrap_or(usize::MAX)
-            .min(self.entries.len());
-        let limit = if query.limit == 0 {
-            usize::MAX
-        } else {
-            query.limit
-        };
+        let start = usize::try_from(query.after).unwrap_or(usize::MAX).min(self.entries.len());
+        let limit = if query.limit == 0 { usize::MAX } else { query.limit };
         let mut out: Vec<(u64, &AuditEntry)> = self.entries[start..]
             .iter()
             .enumerate()
             .rev()
             .filter(|(_, e)| {
-                resource.is_none_or(|r| {
-                    e.resource == Some(r) || e.source == Some(r) || e.destination == Some(r)
-                })
+                resource.is_none_or(|r| e.resource == Some(r) || e.source == Some(r) || e.destination == Some(r))
             })
             .filter(|(_, e)| match query.decision {
                 None => true,
-                Some(DecisionFilter::Granted) => {
-                    e.kind == AuditKind::Request && e.result == AuditOutcome::Granted
-                }
+                Some(DecisionFilter::Granted) => e.kind == AuditKind::Request && e.result == AuditOutcome::Granted,
                 Some(DecisionFilter::Denied) => {
                     e.kind == AuditKind::Request && matches!(e.result, AuditOutcome::Denied(_))
                 }
@@ -451,9 +425,7 @@ mod tests {
     fn denial() -> Denial {
         Denial {
             policy: PolicyKind::Integrity,
-            resource: Resource::file("/x")
-                .unwrap()
-                .at(&NodeId::new("n1").unwrap()),
+            resource: Resource::file("/x").unwrap().at(&NodeId::new("n1").unwrap()),
             reason: "too low".into(),
         }
     }
@@ -461,63 +433,24 @@ mod tests {
     #[test]
     fn sequence_numbers_counters_and_filters() {
         let mut log = AuditLog::default();
-        assert_eq!(
-            log.append(AuditEntry::new(AuditKind::Attach, 1, AuditOutcome::Ok)),
-            1
-        );
+        assert_eq!(log.append(AuditEntry::new(AuditKind::Attach, 1, AuditOutcome::Ok)), 1);
         assert_eq!(log.append(request(AuditOutcome::Granted, 1)), 2);
         assert_eq!(log.append(request(AuditOutcome::Denied(denial()), 2)), 3);
         assert_eq!(log.append(request(AuditOutcome::Granted, 2)), 4);
         assert_eq!((log.granted(), log.denied()), (2, 1));
 
         let all = log.query(&AuditQuery::default(), None);
-        assert_eq!(
-            all.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4]
-        );
-        let q = AuditQuery {
-            decision: Some(DecisionFilter::Granted),
-            ..Default::default()
-        };
-        assert_eq!(
-            log.query(&q, None)
-                .iter()
-                .map(|(s, _)| *s)
-                .collect::<Vec<_>>(),
-            vec![2, 4]
-        );
-        let q = AuditQuery {
-            limit: 2,
-            ..Default::default()
-        };
-        assert_eq!(
-            log.query(&q, None)
-                .iter()
-                .map(|(s, _)| *s)
-                .collect::<Vec<_>>(),
-            vec![3, 4]
-        );
-        let q = AuditQuery {
-            after: 2,
-            ..Default::default()
-        };
-        assert_eq!(
-            log.query(&q, None)
-                .iter()
-                .map(|(s, _)| *s)
-                .collect::<Vec<_>>(),
-            vec![3, 4]
-        );
+        assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        let q = AuditQuery { decision: Some(DecisionFilter::Granted), ..Default::default() };
+        assert_eq!(log.query(&q, None).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2, 4]);
+        let q = AuditQuery { limit: 2, ..Default::default() };
+        assert_eq!(log.query(&q, None).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
+        let q = AuditQuery { after: 2, ..Default::default() };
+        assert_eq!(log.query(&q, None).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
         let by_src = log.query(&AuditQuery::default(), Some(LabelId::from_index(2)));
-        assert_eq!(
-            by_src.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            vec![3, 4]
-        );
+        assert_eq!(by_src.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
         assert!(log.query(&AuditQuery::default(), Some(None)).is_empty());
-        let q = AuditQuery {
-            after: 99,
-            ..Default::default()
-        };
+        let q = AuditQuery { after: 99, ..Default::default() };
         assert!(log.query(&q, None).is_empty());
     }
 
@@ -529,19 +462,10 @@ mod tests {
             time_us: 42,
             node: n1.clone(),
             kind: AuditKind::Request,
-            process: Some(ProcessId {
-                pid: 12,
-                starttime: 34,
-            }),
+            process: Some(ProcessId { pid: 12, starttime: 34 }),
             fd: Some(Fd(3)),
             resource: None,
-            source: Some(
-                Resource::Process(ProcessId {
-                    pid: 12,
-                    starttime: 34,
-                })
-                .at(&n1),
-            ),
+            source: Some(Resource::Process(ProcessId { pid: 12, starttime: 34 }).at(&n1)),
             destination: Some(Resource::file("/x").unwrap().at(&n1)),
             external_peer: None,
             consent_node: None,
@@ -553,14 +477,9 @@ mod tests {
             result: AuditOutcome::Denied(denial()),
         };
         let text = r.to_text();
+        assert!(text.starts_with("#7 42 n1 request write process=12.34 fd=3"), "{text}");
         assert!(
-            text.starts_with("#7 42 n1 request write process=12.34 fd=3"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "process://12.34@n1 -> file:///x@n1: denied (integrity on file:///x@n1: too low)"
-            ),
+            text.contains("process://12.34@n1 -> file:///x@n1: denied (integrity on file:///x@n1: too low)"),
             "{text}"
         );
         let json = serde_json::to_value(&r).unwrap();

@@ -14,9 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use trace2e_proto::{
-    Confidentiality, Denial, IntegrityLevel, LocalizedResource, Policy, PolicyKind, Resource,
-};
+use trace2e_proto::{Confidentiality, Denial, IntegrityLevel, LocalizedResource, Policy, PolicyKind, Resource};
 
 use crate::provenance::LabelId;
 use crate::state::{ConsentKey, Label, State};
@@ -70,10 +68,7 @@ pub struct Rules {
 
 impl Rules {
     fn exe_policy<'s>(&self, state: &'s State, label: &Label) -> Option<&'s Label> {
-        label
-            .process
-            .as_ref()
-            .and_then(|p| state.label(p.exe_label))
+        label.process.as_ref().and_then(|p| state.label(p.exe_label))
     }
 
     fn is_local(&self, label: &Label) -> bool {
@@ -86,14 +81,9 @@ impl Rules {
             Resource::Process(_) if self.is_local(label) => label
                 .policy
                 .integrity
-                .or_else(|| {
-                    self.exe_policy(state, label)
-                        .and_then(|e| e.policy.integrity)
-                })
+                .or_else(|| self.exe_policy(state, label).and_then(|e| e.policy.integrity))
                 .unwrap_or(self.default_process_integrity),
-            Resource::Stream(s)
-                if self.is_local(label) && self.topology.owner(s.peer.ip()) == Owner::External =>
-            {
+            Resource::Stream(s) if self.is_local(label) && self.topology.owner(s.peer.ip()) == Owner::External => {
                 IntegrityLevel(0)
             }
             _ => label.policy.integrity.unwrap_or_default(),
@@ -106,10 +96,7 @@ impl Rules {
             Resource::Process(_) => label
                 .policy
                 .confidentiality
-                .or_else(|| {
-                    self.exe_policy(state, label)
-                        .and_then(|e| e.policy.confidentiality)
-                })
+                .or_else(|| self.exe_policy(state, label).and_then(|e| e.policy.confidentiality))
                 .unwrap_or_default(),
             _ => label.policy.confidentiality.unwrap_or_default(),
         }
@@ -131,10 +118,7 @@ impl Rules {
             Resource::Process(_) if r.node == self.topology.node => self.default_process_integrity,
             _ => IntegrityLevel(0),
         };
-        Policy {
-            integrity,
-            ..Policy::default()
-        }
+        Policy { integrity, ..Policy::default() }
     }
 }
 
@@ -183,37 +167,22 @@ pub fn evaluate(
                 return Ok(Verdict::Deny(Denial {
                     policy: PolicyKind::Deletion,
                     resource: dst.resource.clone(),
-                    reason: format!(
-                        "destination {} is deleted: nothing may flow into it",
-                        dst.resource
-                    ),
+                    reason: format!("destination {} is deleted: nothing may flow into it", dst.resource),
                 }));
             }
-            (
-                Some(dst),
-                dst.resource.to_string(),
-                rules.integrity(state, dst),
-                rules.confidentiality(state, dst),
-            )
+            (Some(dst), dst.resource.to_string(), rules.integrity(state, dst), rules.confidentiality(state, dst))
         }
-        Destination::External { peer, .. } => (
-            None,
-            format!("external peer {peer}"),
-            IntegrityLevel(0),
-            Confidentiality::Public,
-        ),
+        Destination::External { peer, .. } => {
+            (None, format!("external peer {peer}"), IntegrityLevel(0), Confidentiality::Public)
+        }
     };
 
     let mut deleted = Offender { found: None };
     let mut integrity = Offender { found: None };
     let mut secret = Offender { found: None };
     let mut consent = false;
-    let sources = std::iter::once(Ok((true, src))).chain(
-        src.provenance
-            .labels()
-            .iter()
-            .map(|id| get(state, *id).map(|l| (false, l))),
-    );
+    let sources = std::iter::once(Ok((true, src)))
+        .chain(src.provenance.labels().iter().map(|id| get(state, *id).map(|l| (false, l))));
     for s in sources {
         let (is_source, s) = s?;
         if s.policy.deleted {
@@ -225,9 +194,7 @@ pub fn evaluate(
         if rules.confidentiality(state, s) == Confidentiality::Secret {
             let allowed = match dst {
                 None => false,
-                Some(d) => {
-                    d.resource.node == s.resource.node || dst_conf == Confidentiality::Secret
-                }
+                Some(d) => d.resource.node == s.resource.node || dst_conf == Confidentiality::Secret,
             };
             if !allowed {
                 secret.offer(is_source, s);
@@ -239,10 +206,7 @@ pub fn evaluate(
         return Ok(Verdict::Deny(Denial {
             policy: PolicyKind::Deletion,
             resource: s.resource.clone(),
-            reason: format!(
-                "{} is deleted: nothing derived from it may flow to {dst_name}",
-                s.resource
-            ),
+            reason: format!("{} is deleted: nothing derived from it may flow to {dst_name}", s.resource),
         }));
     }
     if let Some((_, s)) = integrity.found {
@@ -259,21 +223,14 @@ pub fn evaluate(
     }
     if let Some((_, s)) = secret.found {
         let reason = match dst {
-            None => format!(
-                "secret data of {} may never flow to {dst_name}",
-                describe(s)
-            ),
+            None => format!("secret data of {} may never flow to {dst_name}", describe(s)),
             Some(_) => format!(
                 "secret data of {} (owned by {}) may not flow to {dst_name}, which is not secret",
                 describe(s),
                 s.resource.node
             ),
         };
-        return Ok(Verdict::Deny(Denial {
-            policy: PolicyKind::Confidentiality,
-            resource: s.resource.clone(),
-            reason,
-        }));
+        return Ok(Verdict::Deny(Denial { policy: PolicyKind::Confidentiality, resource: s.resource.clone(), reason }));
     }
     if consent {
         return consent_verdict(state, source, src, destination, dst, &dst_name);
@@ -296,20 +253,14 @@ fn consent_verdict(
     let node_key = dst.map(|d| ConsentKey::Node(d.resource.node.clone()));
     let resource_key = ConsentKey::Resource(dst_id);
     let decision = |id: LabelId| {
-        state.consent_decision(id, &resource_key).or_else(|| {
-            node_key
-                .as_ref()
-                .and_then(|k| state.consent_decision(id, k))
-        })
+        state
+            .consent_decision(id, &resource_key)
+            .or_else(|| node_key.as_ref().and_then(|k| state.consent_decision(id, k)))
     };
     let mut refused = Offender { found: None };
     let mut ask: Option<(bool, &Label, LabelId)> = None;
-    let sources = std::iter::once(Ok((true, src, source))).chain(
-        src.provenance
-            .labels()
-            .iter()
-            .map(|id| get(state, *id).map(|l| (false, l, *id))),
-    );
+    let sources = std::iter::once(Ok((true, src, source)))
+        .chain(src.provenance.labels().iter().map(|id| get(state, *id).map(|l| (false, l, *id))));
     for s in sources {
         let (is_source, s, id) = s?;
         if !s.policy.consent {
@@ -338,10 +289,7 @@ fn consent_verdict(
         }));
     }
     Ok(match ask {
-        Some((_, _, id)) => Verdict::AskConsent {
-            source: id,
-            destination: dst_id,
-        },
+        Some((_, _, id)) => Verdict::AskConsent { source: id, destination: dst_id },
         None => Verdict::Grant,
     })
 }
@@ -386,8 +334,7 @@ impl ComplianceCache {
             if self.entries.len() >= Self::CAPACITY {
                 self.entries.clear();
             }
-            self.entries
-                .insert((source, destination), (version, verdict.clone()));
+            self.entries.insert((source, destination), (version, verdict.clone()));
         }
         Ok(verdict)
     }
@@ -421,9 +368,7 @@ mod tests {
 
     impl World {
         fn new() -> Self {
-            Self {
-                state: State::new(n("n1")),
-            }
+            Self { state: State::new(n("n1")) }
         }
 
         fn label(&mut self, text: &str) -> LabelId {
@@ -432,11 +377,8 @@ mod tests {
         }
 
         fn policy(&mut self, id: LabelId, conf: Option<Confidentiality>, integrity: Option<u32>) {
-            let change = Change::SetPolicy {
-                label: id,
-                confidentiality: conf,
-                integrity: integrity.map(IntegrityLevel),
-            };
+            let change =
+                Change::SetPolicy { label: id, confidentiality: conf, integrity: integrity.map(IntegrityLevel) };
             self.state.apply(change).unwrap();
         }
 
@@ -445,33 +387,14 @@ mod tests {
         }
 
         fn flow(&mut self, from: LabelId, to: LabelId) {
-            self.state
-                .apply(Change::Flow {
-                    source: from,
-                    destination: to,
-                    bytes: 1,
-                    time_us: 0,
-                })
-                .unwrap();
+            self.state.apply(Change::Flow { source: from, destination: to, bytes: 1, time_us: 0 }).unwrap();
         }
 
         fn process(&mut self, pid: u32, exe: &str) -> LabelId {
             let process = ProcessId { pid, starttime: 1 };
-            let label = self
-                .state
-                .intern(&Resource::Process(process).at(&n("n1")))
-                .unwrap();
-            let exe_label = self
-                .state
-                .intern(&Resource::Executable(exe.into()).at(&n("n1")))
-                .unwrap();
-            let change = Change::Attach {
-                process,
-                label,
-                exe: exe.into(),
-                exe_label,
-                uid: 0,
-            };
+            let label = self.state.intern(&Resource::Process(process).at(&n("n1"))).unwrap();
+            let exe_label = self.state.intern(&Resource::Executable(exe.into()).at(&n("n1"))).unwrap();
+            let change = Change::Attach { process, label, exe: exe.into(), exe_label, uid: 0 };
             self.state.apply(change).unwrap();
             label
         }
@@ -503,16 +426,7 @@ mod tests {
 
     /// (source owner, source conf, source level, source deleted, destination,
     /// destination level, destination deleted, expected denial)
-    type Row = (
-        &'static str,
-        Confidentiality,
-        u32,
-        bool,
-        Dst,
-        u32,
-        bool,
-        Option<PolicyKind>,
-    );
+    type Row = (&'static str, Confidentiality, u32, bool, Dst, u32, bool, Option<PolicyKind>);
 
     #[test]
     fn confidentiality_integrity_deletion_matrix() {
@@ -544,9 +458,7 @@ mod tests {
             ("n2", PUBLIC, 0, true, Dst::Local(PUBLIC), 1, false, Some(PolicyKind::Deletion)),
         ];
         let rules = rules(0);
-        for (i, &(owner, conf, level, deleted, dst, dlevel, ddeleted, want)) in
-            table.iter().enumerate()
-        {
+        for (i, &(owner, conf, level, deleted, dst, dlevel, ddeleted, want)) in table.iter().enumerate() {
             let mut w = World::new();
             // The checked resource sits in the provenance of a default local file that is
             // the flow's source, so both the source itself and provenance are covered.
@@ -560,11 +472,7 @@ mod tests {
             w.flow(origin, via);
             let destination = match dst {
                 Dst::Local(c) | Dst::Foreign(c) => {
-                    let node = if matches!(dst, Dst::Local(_)) {
-                        "n1"
-                    } else {
-                        "n2"
-                    };
+                    let node = if matches!(dst, Dst::Local(_)) { "n1" } else { "n2" };
                     let d = w.label(&format!("file:///dst@{node}"));
                     w.policy(d, Some(c), Some(dlevel));
                     if ddeleted {
@@ -574,10 +482,7 @@ mod tests {
                 }
                 Dst::External => {
                     let s = w.label("tcp://10.0.0.1:4000/9.9.9.9:80@n1");
-                    Destination::External {
-                        stream: s,
-                        peer: "9.9.9.9:80".parse().unwrap(),
-                    }
+                    Destination::External { stream: s, peer: "9.9.9.9:80".parse().unwrap() }
                 }
             };
             let got = w.eval(&rules, via, destination);
@@ -585,11 +490,7 @@ mod tests {
             if let Verdict::Deny(d) = &got
                 && !ddeleted
             {
-                assert_eq!(
-                    d.resource.to_string(),
-                    format!("file:///origin@{owner}"),
-                    "row {i}: names the offender"
-                );
+                assert_eq!(d.resource.to_string(), format!("file:///origin@{owner}"), "row {i}: names the offender");
             }
             // The same flow directly from the origin.
             let direct = w.eval(&rules, origin, destination);
@@ -604,9 +505,7 @@ mod tests {
         let d = w.label("file:///gone@n1");
         w.delete(d);
         let v = w.eval(&rules(0), p, Destination::Label(d));
-        let Verdict::Deny(denial) = v else {
-            panic!("granted")
-        };
+        let Verdict::Deny(denial) = v else { panic!("granted") };
         assert_eq!(denial.policy, PolicyKind::Deletion);
         assert_eq!(denial.resource.to_string(), "file:///gone@n1");
     }
@@ -621,26 +520,10 @@ mod tests {
         w.flow(s, p);
         // ... but cannot send what it read to an external peer.
         let stream = w.label("tcp://10.0.0.1:4000/9.9.9.9:80@n1");
-        let v = w.eval(
-            &rules(0),
-            p,
-            Destination::External {
-                stream,
-                peer: "9.9.9.9:80".parse().unwrap(),
-            },
-        );
-        let Verdict::Deny(d) = v else {
-            panic!("granted")
-        };
-        assert_eq!(
-            (d.policy, d.resource.to_string()),
-            (PolicyKind::Confidentiality, "file:///secret@n1".into())
-        );
-        assert!(
-            d.reason.contains("external peer 9.9.9.9:80"),
-            "{}",
-            d.reason
-        );
+        let v = w.eval(&rules(0), p, Destination::External { stream, peer: "9.9.9.9:80".parse().unwrap() });
+        let Verdict::Deny(d) = v else { panic!("granted") };
+        assert_eq!((d.policy, d.resource.to_string()), (PolicyKind::Confidentiality, "file:///secret@n1".into()));
+        assert!(d.reason.contains("external peer 9.9.9.9:80"), "{}", d.reason);
     }
 
     #[test]
@@ -649,43 +532,20 @@ mod tests {
         let p = w.process(12, "/usr/bin/x");
         let f = w.label("file:///p@n1");
         w.policy(f, None, Some(2));
-        assert_eq!(
-            kind(&w.eval(&rules(2), p, Destination::Label(f))),
-            None,
-            "default level 2"
-        );
+        assert_eq!(kind(&w.eval(&rules(2), p, Destination::Label(f))), None, "default level 2");
         let v = w.eval(&rules(1), p, Destination::Label(f));
-        let Verdict::Deny(d) = v else {
-            panic!("granted")
-        };
-        assert_eq!(
-            d.reason,
-            "integrity 1 of process://12.1@n1 (/usr/bin/x) is below 2 required by file:///p@n1"
-        );
+        let Verdict::Deny(d) = v else { panic!("granted") };
+        assert_eq!(d.reason, "integrity 1 of process://12.1@n1 (/usr/bin/x) is below 2 required by file:///p@n1");
         let exe = w.label("exe:///usr/bin/x@n1");
         w.policy(exe, None, Some(3));
-        assert_eq!(
-            kind(&w.eval(&rules(1), p, Destination::Label(f))),
-            None,
-            "exe level 3"
-        );
+        assert_eq!(kind(&w.eval(&rules(1), p, Destination::Label(f))), None, "exe level 3");
         w.policy(p, None, Some(1));
-        assert_eq!(
-            kind(&w.eval(&rules(5), p, Destination::Label(f))),
-            Some(PolicyKind::Integrity),
-            "explicit 1"
-        );
+        assert_eq!(kind(&w.eval(&rules(5), p, Destination::Label(f))), Some(PolicyKind::Integrity), "explicit 1");
         // Confidentiality is inherited too: a secret executable's processes keep data home.
         w.policy(exe, Some(SECRET), None);
         let stream = w.label("tcp://10.0.0.1:4000/9.9.9.9:80@n1");
-        let ext = Destination::External {
-            stream,
-            peer: "9.9.9.9:80".parse().unwrap(),
-        };
-        assert_eq!(
-            kind(&w.eval(&rules(0), p, ext)),
-            Some(PolicyKind::Confidentiality)
-        );
+        let ext = Destination::External { stream, peer: "9.9.9.9:80".parse().unwrap() };
+        assert_eq!(kind(&w.eval(&rules(0), p, ext)), Some(PolicyKind::Confidentiality));
     }
 
     #[test]
@@ -697,10 +557,7 @@ mod tests {
         w.policy(local, None, Some(5));
         let p = w.process(1, "/bin/a");
         w.policy(p, None, Some(1));
-        assert_eq!(
-            kind(&w.eval(&rules(0), s, Destination::Label(p))),
-            Some(PolicyKind::Integrity)
-        );
+        assert_eq!(kind(&w.eval(&rules(0), s, Destination::Label(p))), Some(PolicyKind::Integrity));
         assert_eq!(kind(&w.eval(&rules(0), local, Destination::Label(p))), None);
     }
 
@@ -714,13 +571,9 @@ mod tests {
         w.flow(a, p);
         let d = w.label("file:///d@n1");
         w.policy(d, None, Some(1));
-        let Verdict::Deny(x) = w.eval(&rules(0), p, Destination::Label(d)) else {
-            panic!()
-        };
+        let Verdict::Deny(x) = w.eval(&rules(0), p, Destination::Label(d)) else { panic!() };
         assert_eq!(x.resource, w.state.resource(p).unwrap().clone());
-        let Verdict::Deny(x) = w.eval(&rules(1), p, Destination::Label(d)) else {
-            panic!()
-        };
+        let Verdict::Deny(x) = w.eval(&rules(1), p, Destination::Label(d)) else { panic!() };
         assert_eq!(x.resource.to_string(), "file:///a@n1");
     }
 
@@ -728,52 +581,24 @@ mod tests {
     fn remembered_consent_and_specificity() {
         let mut w = World::new();
         let s = w.label("file:///s@n1");
-        w.state
-            .apply(Change::SetConsentEnforced {
-                label: s,
-                enforce: true,
-            })
-            .unwrap();
+        w.state.apply(Change::SetConsentEnforced { label: s, enforce: true }).unwrap();
         let d = w.label("file:///d@n1");
         let r = rules(0);
-        assert_eq!(
-            w.eval(&r, s, Destination::Label(d)),
-            Verdict::AskConsent {
-                source: s,
-                destination: d
-            }
-        );
+        assert_eq!(w.eval(&r, s, Destination::Label(d)), Verdict::AskConsent { source: s, destination: d });
         let decide = |w: &mut World, key: ConsentKey, grant: bool| {
-            w.state
-                .apply(Change::ConsentDecision {
-                    source: s,
-                    destination: key,
-                    grant,
-                })
-                .unwrap();
+            w.state.apply(Change::ConsentDecision { source: s, destination: key, grant }).unwrap();
         };
         decide(&mut w, ConsentKey::Node(n("n1")), true);
         assert_eq!(w.eval(&r, s, Destination::Label(d)), Verdict::Grant);
         decide(&mut w, ConsentKey::Resource(d), false);
-        assert_eq!(
-            kind(&w.eval(&r, s, Destination::Label(d))),
-            Some(PolicyKind::Consent),
-            "resource beats node"
-        );
+        assert_eq!(kind(&w.eval(&r, s, Destination::Label(d))), Some(PolicyKind::Consent), "resource beats node");
         decide(&mut w, ConsentKey::Node(n("n1")), false);
         decide(&mut w, ConsentKey::Resource(d), true);
-        assert_eq!(
-            w.eval(&r, s, Destination::Label(d)),
-            Verdict::Grant,
-            "resource beats node"
-        );
+        assert_eq!(w.eval(&r, s, Destination::Label(d)), Verdict::Grant, "resource beats node");
         // Deterministic rules first: no consent is asked for a flow that is denied anyway.
         let d2 = w.label("file:///d2@n1");
         w.policy(d2, None, Some(1));
-        assert_eq!(
-            kind(&w.eval(&r, s, Destination::Label(d2))),
-            Some(PolicyKind::Integrity)
-        );
+        assert_eq!(kind(&w.eval(&r, s, Destination::Label(d2))), Some(PolicyKind::Integrity));
     }
 
     #[test]
@@ -783,46 +608,17 @@ mod tests {
         let s = w.label("file:///s@n1");
         let d = w.label("file:///d@n1");
         let mut cache = ComplianceCache::default();
-        assert_eq!(
-            cache
-                .evaluate(&w.state, &r, s, Destination::Label(d))
-                .unwrap(),
-            Verdict::Grant
-        );
-        assert_eq!(
-            cache
-                .evaluate(&w.state, &r, s, Destination::Label(d))
-                .unwrap(),
-            Verdict::Grant
-        );
+        assert_eq!(cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap(), Verdict::Grant);
+        assert_eq!(cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap(), Verdict::Grant);
         assert_eq!(cache.hits(), 1);
         w.policy(d, None, Some(1));
-        assert_eq!(
-            kind(
-                &cache
-                    .evaluate(&w.state, &r, s, Destination::Label(d))
-                    .unwrap()
-            ),
-            Some(PolicyKind::Integrity)
-        );
+        assert_eq!(kind(&cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap()), Some(PolicyKind::Integrity));
         w.policy(s, None, Some(1));
-        assert_eq!(
-            cache
-                .evaluate(&w.state, &r, s, Destination::Label(d))
-                .unwrap(),
-            Verdict::Grant
-        );
+        assert_eq!(cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap(), Verdict::Grant);
         // Provenance grows with a low-integrity source: the cached grant is not reused.
         let low = w.label("file:///low@n1");
         w.flow(low, s);
-        assert_eq!(
-            kind(
-                &cache
-                    .evaluate(&w.state, &r, s, Destination::Label(d))
-                    .unwrap()
-            ),
-            Some(PolicyKind::Integrity)
-        );
+        assert_eq!(kind(&cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap()), Some(PolicyKind::Integrity));
         assert_eq!(cache.hits(), 1);
     }
 }

@@ -50,7 +50,11 @@ pub enum ConfigError {
 /// Command-line flags of `trace2ed`. Every flag can also be set in the `--config` file
 /// under the same name (e.g. `p2m-socket = "/run/trace2e/p2m.sock"`, `address = ["10.0.0.1"]`).
 #[derive(Debug, Clone, Default, clap::Parser)]
-#[command(name = "trace2ed", version, about = "The trace2e daemon: mediates the file and TCP I/O of local processes, records provenance, enforces compliance policies and keeps an audit trail.")]
+#[command(
+    name = "trace2ed",
+    version,
+    about = "The trace2e daemon: mediates the file and TCP I/O of local processes, records provenance, enforces compliance policies and keeps an audit trail."
+)]
 pub struct DaemonArgs {
     /// TOML configuration file with the same keys as these flags.
     #[arg(long, value_name = "FILE")]
@@ -141,9 +145,16 @@ impl DaemonArgs {
         } else if !file.address.is_empty() {
             file.address
         } else {
-            host_addresses().map_err(|e| ConfigError::Invalid { key: "address", message: format!("cannot list the host's addresses: {e}") })?
+            host_addresses().map_err(|e| ConfigError::Invalid {
+                key: "address",
+                message: format!("cannot list the host's addresses: {e}"),
+            })?
         };
-        let ms = |key: &'static str, flag: Option<u64>, file: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+        let ms = |key: &'static str,
+                  flag: Option<u64>,
+                  file: Option<u64>,
+                  default: u64|
+         -> Result<Duration, ConfigError> {
             let v = flag.or(file).unwrap_or(default);
             if v == 0 || v > 24 * 3600 * 1000 {
                 return Err(ConfigError::Invalid { key, message: format!("{v} ms is out of range (1 ms to 24 h)") });

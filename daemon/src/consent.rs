@@ -77,28 +77,13 @@ impl ConsentWaiters {
     /// Registers a flow of `source` data to `destination` as waiting. Register while the
     /// absence of a remembered decision is still known to hold (the engine does it under
     /// its state lock), so that a decision recorded afterwards always finds the waiter.
-    pub fn register(
-        &self,
-        source: LocalizedResource,
-        destination: LocalizedResource,
-    ) -> ConsentWait {
+    pub fn register(&self, source: LocalizedResource, destination: LocalizedResource) -> ConsentWait {
         let (tx, rx) = oneshot::channel();
         let mut r = self.registry.lock();
         let id = r.next;
         r.next += 1;
-        r.pending.insert(
-            id,
-            Pending {
-                source,
-                destination,
-                wake: Some(tx),
-            },
-        );
-        ConsentWait {
-            registry: self.registry.clone(),
-            id,
-            rx: Some(rx),
-        }
+        r.pending.insert(id, Pending { source, destination, wake: Some(tx) });
+        ConsentWait { registry: self.registry.clone(), id, rx: Some(rx) }
     }
 
     /// Wakes every waiter the decision applies to; returns how many.
@@ -180,11 +165,7 @@ mod tests {
 
     #[test]
     fn destinations_round_trip() {
-        for text in [
-            "node:n2",
-            "file:///x@n1",
-            "tcp://10.0.0.1:80/10.0.0.2:9000@n2",
-        ] {
+        for text in ["node:n2", "file:///x@n1", "tcp://10.0.0.1:80/10.0.0.2:9000@n2"] {
             let d: ConsentDestination = text.parse().unwrap();
             assert_eq!(d.to_string(), text);
         }
@@ -201,15 +182,9 @@ mod tests {
         let b = w.register(src.clone(), r("file:///b@n2"));
         let c = w.register(r("file:///other@n1"), r("file:///a@n1"));
         assert_eq!(w.pending().len(), 3);
-        assert_eq!(
-            w.decided(&src, &ConsentDestination::Resource(r("file:///a@n1"))),
-            1
-        );
+        assert_eq!(w.decided(&src, &ConsentDestination::Resource(r("file:///a@n1"))), 1);
         assert!(a.wait(Duration::from_secs(10)).await);
-        assert_eq!(
-            w.decided(&src, &ConsentDestination::Node(NodeId::new("n2").unwrap())),
-            1
-        );
+        assert_eq!(w.decided(&src, &ConsentDestination::Node(NodeId::new("n2").unwrap())), 1);
         assert!(b.wait(Duration::from_secs(10)).await);
         assert!(!c.wait(Duration::from_millis(10)).await);
         assert!(w.is_empty(), "dropped waiters unregister");

@@ -59,7 +59,10 @@ pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
             std::fs::remove_file(path).map_err(bind_err)?;
         }
         Ok(_) => {
-            return Err(bind_err(io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is in the way")));
+            return Err(bind_err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            )));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(bind_err(e)),
@@ -70,7 +73,10 @@ pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
 }
 
 /// Runs the daemon until `shutdown` resolves.
-pub async fn run_until(config: DaemonConfig, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<(), DaemonError> {
+pub async fn run_until(
+    config: DaemonConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
     let engine = Arc::new(Engine::new(config.engine.clone()));
     // Any local process may talk P2M (it is identified by SO_PEERCRED); only the
     // daemon's user (and root) may act as operator.

@@ -29,10 +29,8 @@ struct Demo {
 
 impl Demo {
     fn start(dir: PathBuf) -> DemoResult<Self> {
-        let bin_dir = std::env::current_exe()?
-            .parent()
-            .ok_or("cannot locate the directory of the trace2e binary")?
-            .to_path_buf();
+        let bin_dir =
+            std::env::current_exe()?.parent().ok_or("cannot locate the directory of the trace2e binary")?.to_path_buf();
         for bin in ["trace2ed", "trace2e-proc"] {
             if !bin_dir.join(bin).exists() {
                 return Err(format!(
@@ -62,7 +60,9 @@ impl Demo {
             || std::os::unix::net::UnixStream::connect(&demo.p2m).is_err()
         {
             if let Some(status) = demo.daemon.try_wait()? {
-                return Err(format!("trace2ed exited ({status}); see {}", demo.dir.join("trace2ed.log").display()).into());
+                return Err(
+                    format!("trace2ed exited ({status}); see {}", demo.dir.join("trace2ed.log").display()).into()
+                );
             }
             if Instant::now() > deadline {
                 return Err("trace2ed did not start within 30 s".into());
@@ -96,7 +96,9 @@ impl Demo {
         match out.status.code() {
             Some(0) => Ok(false),
             Some(13) => Ok(true),
-            _ => Err(format!("trace2e-proc {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)).into()),
+            _ => {
+                Err(format!("trace2e-proc {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)).into())
+            }
         }
     }
 
@@ -152,7 +154,10 @@ fn story(demo: &Demo) -> DemoResult<()> {
 
     println!("\n2. Where did report.txt's data come from? The daemon recorded every flow.");
     let prov = demo.operator(&["provenance", &report])?;
-    expect(prov.contains("cv.txt") && prov.contains("cv-copy.txt") && prov.contains("process://"), "provenance lists the CV, the copy and the processes")?;
+    expect(
+        prov.contains("cv.txt") && prov.contains("cv-copy.txt") && prov.contains("process://"),
+        "provenance lists the CV, the copy and the processes",
+    )?;
 
     println!("\n3. payroll.txt is protected: integrity level 1. trace2e-proc runs at level 0.");
     demo.operator(&["policy", "set", &payroll, "--integrity", "1"])?;
@@ -208,4 +213,3 @@ fn tempdir() -> DemoResult<PathBuf> {
     }
     Err("cannot create a temporary directory".into())
 }
-

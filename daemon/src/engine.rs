@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use trace2e_proto::{
-    Confidentiality, Decision, Denial, Direction, Fd, GrantId, IntegrityLevel, IoOutcome,
-    LocalizedResource, NodeId, Policy, PolicyKind, ProcessId, Resource,
+    Confidentiality, Decision, Denial, Direction, Fd, GrantId, IntegrityLevel, IoOutcome, LocalizedResource, NodeId,
+    Policy, PolicyKind, ProcessId, Resource,
 };
 
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome, AuditQuery, AuditRecord};
@@ -218,10 +218,7 @@ pub struct Engine {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// Appends an audit entry. Appending cannot fail; a failure would be a bug in `apply`.
@@ -234,10 +231,8 @@ fn audit(state: &mut State, entry: AuditEntry) {
 impl Engine {
     /// An engine with empty state.
     pub fn new(config: EngineConfig) -> Self {
-        let rules = Rules {
-            topology: config.topology.clone(),
-            default_process_integrity: config.default_process_integrity,
-        };
+        let rules =
+            Rules { topology: config.topology.clone(), default_process_integrity: config.default_process_integrity };
         Self {
             core: RwLock::new(Core {
                 state: State::new(config.topology.node.clone()),
@@ -278,23 +273,13 @@ impl Engine {
     pub fn attach_process(&self, info: ProcessInfo) {
         let mut core = self.core.write();
         let state = &mut core.state;
-        if state
-            .enrollments()
-            .process(info.id)
-            .is_some_and(|p| p.exe == info.exe)
-        {
+        if state.enrollments().process(info.id).is_some_and(|p| p.exe == info.exe) {
             return;
         }
         let result = (|| -> Result<(), StateError> {
             let label = state.intern(&self.local(&Resource::Process(info.id)))?;
             let exe_label = state.intern(&self.local(&Resource::Executable(info.exe.clone())))?;
-            state.apply(Change::Attach {
-                process: info.id,
-                label,
-                exe: info.exe.clone(),
-                exe_label,
-                uid: info.uid,
-            })?;
+            state.apply(Change::Attach { process: info.id, label, exe: info.exe.clone(), exe_label, uid: info.uid })?;
             let mut e = AuditEntry::new(AuditKind::Attach, now_us(), AuditOutcome::Ok);
             e.process = Some(info.id);
             e.resource = Some(label);
@@ -317,14 +302,8 @@ impl Engine {
         };
         let grants: Vec<(GrantId, Grant)> = {
             let mut grants = self.grants.lock();
-            let ids: Vec<GrantId> = grants
-                .iter()
-                .filter(|(_, g)| g.flow.process == id)
-                .map(|(k, _)| *k)
-                .collect();
-            ids.into_iter()
-                .filter_map(|k| grants.remove(&k).map(|g| (k, g)))
-                .collect()
+            let ids: Vec<GrantId> = grants.iter().filter(|(_, g)| g.flow.process == id).map(|(k, _)| *k).collect();
+            ids.into_iter().filter_map(|k| grants.remove(&k).map(|g| (k, g))).collect()
         };
         for (grant_id, grant) in grants {
             self.end_unreported(grant_id, grant);
@@ -344,12 +323,7 @@ impl Engine {
 
     /// Registers `fd` of `process` as `resource` (a file or a stream). A reused fd
     /// replaces its previous entry (audited as unenroll, then enroll).
-    pub fn enroll(
-        &self,
-        process: ProcessId,
-        fd: Fd,
-        resource: Resource,
-    ) -> Result<(), EngineError> {
+    pub fn enroll(&self, process: ProcessId, fd: Fd, resource: Resource) -> Result<(), EngineError> {
         if !matches!(resource, Resource::File(_) | Resource::Stream(_)) {
             return Err(EngineError::NotAFlowEndpoint { resource });
         }
@@ -400,15 +374,8 @@ impl Engine {
         fd: Fd,
         direction: Direction,
     ) -> Result<Flow, EngineError> {
-        let resource = state
-            .enrollments()
-            .resource(process, fd)
-            .ok_or(EngineError::NotEnrolled { process, fd })?;
-        let process_label = state
-            .enrollments()
-            .process(process)
-            .ok_or(EngineError::UnknownProcess { process })?
-            .label;
+        let resource = state.enrollments().resource(process, fd).ok_or(EngineError::NotEnrolled { process, fd })?;
+        let process_label = state.enrollments().process(process).ok_or(EngineError::UnknownProcess { process })?.label;
         let (source, destination) = match direction {
             Direction::Read => (resource, Destination::Label(process_label)),
             Direction::Write => {
@@ -419,46 +386,26 @@ impl Engine {
                 let destination = match stream {
                     // The receiving end's view of the stream, owned by the peer's node.
                     Some(s) => match self.config.topology.owner(s.peer.ip()) {
-                        Owner::Local => Destination::Label(
-                            state.intern(&self.local(&Resource::Stream(s.mirrored())))?,
-                        ),
-                        _ => Destination::External {
-                            stream: resource,
-                            peer: s.peer,
-                        },
+                        Owner::Local => Destination::Label(state.intern(&self.local(&Resource::Stream(s.mirrored())))?),
+                        _ => Destination::External { stream: resource, peer: s.peer },
                     },
                     None => Destination::Label(resource),
                 };
                 (process_label, destination)
             }
         };
-        Ok(Flow {
-            process,
-            fd,
-            direction,
-            source,
-            destination,
-        })
+        Ok(Flow { process, fd, direction, source, destination })
     }
 
     /// Decides one I/O of `process` on `fd`: reserves the flow's labels, evaluates the
     /// policies (waiting for consent if an owner requires it), and grants it with a lease
     /// or denies it. Every decision is audited.
-    pub async fn request(
-        &self,
-        process: ProcessId,
-        fd: Fd,
-        direction: Direction,
-    ) -> Result<Decision, EngineError> {
+    pub async fn request(&self, process: ProcessId, fd: Fd, direction: Direction) -> Result<Decision, EngineError> {
         let flow = {
             let mut core = self.core.write();
             self.resolve(&mut core.state, process, fd, direction)?
         };
-        let reservation = match self
-            .reservations
-            .acquire(flow.claims(), self.config.reservation_timeout)
-            .await
-        {
+        let reservation = match self.reservations.acquire(flow.claims(), self.config.reservation_timeout).await {
             Ok(r) => r,
             Err(Busy { key }) => {
                 let mut core = self.core.write();
@@ -472,14 +419,7 @@ impl Engine {
                     ),
                     resource,
                 };
-                audit(
-                    state,
-                    flow.entry(
-                        AuditKind::Request,
-                        now_us(),
-                        AuditOutcome::Denied(denial.clone()),
-                    ),
-                );
+                audit(state, flow.entry(AuditKind::Request, now_us(), AuditOutcome::Denied(denial.clone())));
                 return Ok(Decision::Denied(denial));
             }
         };
@@ -488,50 +428,33 @@ impl Engine {
             let (wait, remaining) = {
                 let mut core = self.core.write();
                 let Core { state, cache } = &mut *core;
-                let next =
-                    match cache.evaluate(state, &self.rules, flow.source, flow.destination)? {
-                        Verdict::Grant => return self.grant(state, flow, reservation),
-                        Verdict::Deny(denial) => Pending::Deny(denial),
-                        Verdict::AskConsent {
-                            source,
-                            destination,
-                        } => {
-                            let remaining = deadline.saturating_duration_since(Instant::now());
-                            let src = state
-                                .resource(source)
-                                .cloned()
-                                .ok_or(UnknownLabel(source))?;
-                            let dst = state
-                                .resource(destination)
-                                .cloned()
-                                .ok_or(UnknownLabel(destination))?;
-                            if remaining.is_zero() {
-                                Pending::Deny(Denial {
-                                    policy: PolicyKind::Consent,
-                                    reason: format!(
-                                        "the owner of {src} did not decide on {dst} within {:?}",
-                                        self.config.consent_timeout
-                                    ),
-                                    resource: src,
-                                })
-                            } else {
-                                // Registered under the state lock: a decision recorded after this
-                                // evaluation finds the waiter.
-                                Pending::Wait(self.consent.register(src, dst), remaining)
-                            }
+                let next = match cache.evaluate(state, &self.rules, flow.source, flow.destination)? {
+                    Verdict::Grant => return self.grant(state, flow, reservation),
+                    Verdict::Deny(denial) => Pending::Deny(denial),
+                    Verdict::AskConsent { source, destination } => {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        let src = state.resource(source).cloned().ok_or(UnknownLabel(source))?;
+                        let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
+                        if remaining.is_zero() {
+                            Pending::Deny(Denial {
+                                policy: PolicyKind::Consent,
+                                reason: format!(
+                                    "the owner of {src} did not decide on {dst} within {:?}",
+                                    self.config.consent_timeout
+                                ),
+                                resource: src,
+                            })
+                        } else {
+                            // Registered under the state lock: a decision recorded after this
+                            // evaluation finds the waiter.
+                            Pending::Wait(self.consent.register(src, dst), remaining)
                         }
-                    };
+                    }
+                };
                 match next {
                     Pending::Wait(wait, remaining) => (wait, remaining),
                     Pending::Deny(denial) => {
-                        audit(
-                            state,
-                            flow.entry(
-                                AuditKind::Request,
-                                now_us(),
-                                AuditOutcome::Denied(denial.clone()),
-                            ),
-                        );
+                        audit(state, flow.entry(AuditKind::Request, now_us(), AuditOutcome::Denied(denial.clone())));
                         return Ok(Decision::Denied(denial));
                     }
                 }
@@ -541,27 +464,16 @@ impl Engine {
         }
     }
 
-    fn grant(
-        &self,
-        state: &mut State,
-        flow: Flow,
-        reservation: Reservation<LabelId>,
-    ) -> Result<Decision, EngineError> {
+    fn grant(&self, state: &mut State, flow: Flow, reservation: Reservation<LabelId>) -> Result<Decision, EngineError> {
         if state.enrollments().process(flow.process).is_none() {
             // Exited while we were deciding: its grants were already ended.
-            return Err(EngineError::UnknownProcess {
-                process: flow.process,
-            });
+            return Err(EngineError::UnknownProcess { process: flow.process });
         }
         let id = GrantId(self.next_grant.fetch_add(1, Ordering::Relaxed));
         let mut e = flow.entry(AuditKind::Request, now_us(), AuditOutcome::Granted);
         e.grant = Some(id);
         audit(state, e);
-        let grant = Grant {
-            flow,
-            deadline: Instant::now() + self.config.lease,
-            _reservation: reservation,
-        };
+        let grant = Grant { flow, deadline: Instant::now() + self.config.lease, _reservation: reservation };
         self.grants.lock().insert(id, grant);
         Ok(Decision::Grant(id))
     }
@@ -569,12 +481,7 @@ impl Engine {
     /// Ends a grant: if the I/O succeeded and moved bytes, the destination's provenance
     /// takes the source's (and the lineage edge is recorded); then the reservations are
     /// released. The grant must belong to `process` (else it is left untouched).
-    pub fn report(
-        &self,
-        process: ProcessId,
-        grant: GrantId,
-        outcome: IoOutcome,
-    ) -> Result<(), EngineError> {
+    pub fn report(&self, process: ProcessId, grant: GrantId, outcome: IoOutcome) -> Result<(), EngineError> {
         let g = {
             let mut grants = self.grants.lock();
             match grants.get(&grant) {
@@ -582,9 +489,7 @@ impl Engine {
                 Some(g) if g.flow.process != process => {
                     return Err(EngineError::WrongProcess { grant, process });
                 }
-                Some(_) => grants
-                    .remove(&grant)
-                    .ok_or(EngineError::UnknownGrant { grant })?,
+                Some(_) => grants.remove(&grant).ok_or(EngineError::UnknownGrant { grant })?,
             }
         };
         {
@@ -595,18 +500,9 @@ impl Engine {
                 && outcome.bytes > 0
                 && let Destination::Label(destination) = g.flow.destination
             {
-                state.apply(Change::Flow {
-                    source: g.flow.source,
-                    destination,
-                    bytes: outcome.bytes,
-                    time_us,
-                })?;
+                state.apply(Change::Flow { source: g.flow.source, destination, bytes: outcome.bytes, time_us })?;
             }
-            let result = if outcome.ok {
-                AuditOutcome::Ok
-            } else {
-                AuditOutcome::Failed
-            };
+            let result = if outcome.ok { AuditOutcome::Ok } else { AuditOutcome::Failed };
             let mut e = g.flow.entry(AuditKind::Report, time_us, result);
             e.grant = Some(grant);
             e.bytes = outcome.bytes;
@@ -624,18 +520,11 @@ impl Engine {
             let state = &mut core.state;
             let time_us = now_us();
             if let Destination::Label(destination) = grant.flow.destination
-                && let Err(e) = state.apply(Change::Flow {
-                    source: grant.flow.source,
-                    destination,
-                    bytes: 0,
-                    time_us,
-                })
+                && let Err(e) = state.apply(Change::Flow { source: grant.flow.source, destination, bytes: 0, time_us })
             {
                 tracing::error!(error = %e, grant = %id, "merge of an expired grant failed");
             }
-            let mut e = grant
-                .flow
-                .entry(AuditKind::Expired, time_us, AuditOutcome::Ok);
+            let mut e = grant.flow.entry(AuditKind::Expired, time_us, AuditOutcome::Ok);
             e.grant = Some(id);
             audit(state, e);
         }
@@ -647,14 +536,8 @@ impl Engine {
         let now = Instant::now();
         let expired: Vec<(GrantId, Grant)> = {
             let mut grants = self.grants.lock();
-            let ids: Vec<GrantId> = grants
-                .iter()
-                .filter(|(_, g)| g.deadline <= now)
-                .map(|(k, _)| *k)
-                .collect();
-            ids.into_iter()
-                .filter_map(|k| grants.remove(&k).map(|g| (k, g)))
-                .collect()
+            let ids: Vec<GrantId> = grants.iter().filter(|(_, g)| g.deadline <= now).map(|(k, _)| *k).collect();
+            ids.into_iter().filter_map(|k| grants.remove(&k).map(|g| (k, g))).collect()
         };
         let n = expired.len();
         for (id, grant) in expired {
@@ -687,23 +570,12 @@ impl Engine {
         let mut core = self.core.write();
         let state = &mut core.state;
         let label = state.intern(&self.local(r))?;
-        state.apply(Change::SetPolicy {
-            label,
-            confidentiality,
-            integrity,
-        })?;
+        state.apply(Change::SetPolicy { label, confidentiality, integrity })?;
         self.policy_audit(state, label, AuditKind::PolicyChange)
     }
 
-    fn policy_audit(
-        &self,
-        state: &mut State,
-        label: LabelId,
-        kind: AuditKind,
-    ) -> Result<Policy, EngineError> {
-        let policy = self
-            .rules
-            .policy(state, state.label(label).ok_or(UnknownLabel(label))?);
+    fn policy_audit(&self, state: &mut State, label: LabelId, kind: AuditKind) -> Result<Policy, EngineError> {
+        let policy = self.rules.policy(state, state.label(label).ok_or(UnknownLabel(label))?);
         let mut e = AuditEntry::new(kind, now_us(), AuditOutcome::Ok);
         e.resource = Some(label);
         e.policy = Some(policy);
@@ -715,9 +587,7 @@ impl Engine {
     /// flows into it. Deleting again is a no-op.
     pub fn delete(&self, r: &Resource) -> Result<(), EngineError> {
         if matches!(r, Resource::Executable(_)) {
-            return Err(EngineError::NotAFlowEndpoint {
-                resource: r.clone(),
-            });
+            return Err(EngineError::NotAFlowEndpoint { resource: r.clone() });
         }
         let mut core = self.core.write();
         let state = &mut core.state;
@@ -733,9 +603,7 @@ impl Engine {
     /// Turns consent enforcement on `r` on or off.
     pub fn set_consent_enforced(&self, r: &Resource, enforce: bool) -> Result<(), EngineError> {
         if matches!(r, Resource::Executable(_)) {
-            return Err(EngineError::NotAFlowEndpoint {
-                resource: r.clone(),
-            });
+            return Err(EngineError::NotAFlowEndpoint { resource: r.clone() });
         }
         let mut core = self.core.write();
         let state = &mut core.state;
@@ -752,12 +620,7 @@ impl Engine {
 
     /// Remembers the owner's decision for data of `source` going to `destination`
     /// (overriding an earlier one) and wakes the flows waiting for it.
-    pub fn decide_consent(
-        &self,
-        source: &LocalizedResource,
-        destination: ConsentDestination,
-        grant: bool,
-    ) {
+    pub fn decide_consent(&self, source: &LocalizedResource, destination: ConsentDestination, grant: bool) {
         {
             let mut core = self.core.write();
             let state = &mut core.state;
@@ -766,11 +629,7 @@ impl Engine {
                 let mut e = AuditEntry::new(
                     AuditKind::ConsentDecision,
                     now_us(),
-                    if grant {
-                        AuditOutcome::Allowed
-                    } else {
-                        AuditOutcome::Refused
-                    },
+                    if grant { AuditOutcome::Allowed } else { AuditOutcome::Refused },
                 );
                 e.source = Some(source_label);
                 let key = match &destination {
@@ -784,11 +643,7 @@ impl Engine {
                         ConsentKey::Node(n.clone())
                     }
                 };
-                state.apply(Change::ConsentDecision {
-                    source: source_label,
-                    destination: key,
-                    grant,
-                })?;
+                state.apply(Change::ConsentDecision { source: source_label, destination: key, grant })?;
                 audit(state, e);
                 Ok(())
             })();
@@ -807,12 +662,8 @@ impl Engine {
         let Some(label) = state.id(&self.local(r)).and_then(|id| state.label(id)) else {
             return Vec::new();
         };
-        let mut out: Vec<LocalizedResource> = label
-            .provenance
-            .labels()
-            .iter()
-            .filter_map(|id| state.resource(*id).cloned())
-            .collect();
+        let mut out: Vec<LocalizedResource> =
+            label.provenance.labels().iter().filter_map(|id| state.resource(*id).cloned()).collect();
         out.sort();
         out
     }
@@ -936,19 +787,13 @@ mod tests {
 
     fn attach(e: &Engine, pid: u32) -> ProcessId {
         let id = ProcessId { pid, starttime: 7 };
-        e.attach_process(ProcessInfo {
-            id,
-            exe: format!("/bin/app{pid}").into(),
-            uid: 1000,
-        });
+        e.attach_process(ProcessInfo { id, exe: format!("/bin/app{pid}").into(), uid: 1000 });
         id
     }
 
     /// Fails the test instead of hanging.
     async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(20), f)
-            .await
-            .expect("timed out")
+        tokio::time::timeout(Duration::from_secs(20), f).await.expect("timed out")
     }
 
     async fn ask(e: &Engine, p: ProcessId, fd: i32, dir: Direction) -> Decision {
@@ -991,11 +836,7 @@ mod tests {
         assert_eq!(e.status().enrolled_fds, 1);
         io(&e, p, 3, Direction::Read, 1).await;
         assert_eq!(e.provenance(&Resource::Process(p)), vec![at(&file("/b"))]);
-        let kinds: Vec<AuditKind> = e
-            .audit(&AuditQuery::default())
-            .iter()
-            .map(|r| r.kind)
-            .collect();
+        let kinds: Vec<AuditKind> = e.audit(&AuditQuery::default()).iter().map(|r| r.kind).collect();
         assert_eq!(
             kinds,
             [
@@ -1008,37 +849,13 @@ mod tests {
             ]
         );
         e.unenroll(p, Fd(3)).unwrap();
-        assert_eq!(
-            e.unenroll(p, Fd(3)),
-            Err(EngineError::NotEnrolled {
-                process: p,
-                fd: Fd(3)
-            })
-        );
-        assert_eq!(
-            e.request(p, Fd(3), Direction::Read).await,
-            Err(EngineError::NotEnrolled {
-                process: p,
-                fd: Fd(3)
-            })
-        );
-        let stranger = ProcessId {
-            pid: 99,
-            starttime: 1,
-        };
-        assert_eq!(
-            e.enroll(stranger, Fd(3), file("/a")),
-            Err(EngineError::UnknownProcess { process: stranger })
-        );
+        assert_eq!(e.unenroll(p, Fd(3)), Err(EngineError::NotEnrolled { process: p, fd: Fd(3) }));
+        assert_eq!(e.request(p, Fd(3), Direction::Read).await, Err(EngineError::NotEnrolled { process: p, fd: Fd(3) }));
+        let stranger = ProcessId { pid: 99, starttime: 1 };
+        assert_eq!(e.enroll(stranger, Fd(3), file("/a")), Err(EngineError::UnknownProcess { process: stranger }));
         let exe = Resource::Executable("/bin/x".into());
-        assert!(matches!(
-            e.enroll(p, Fd(4), exe),
-            Err(EngineError::NotAFlowEndpoint { .. })
-        ));
-        assert!(matches!(
-            e.enroll(p, Fd(4), Resource::Process(p)),
-            Err(EngineError::NotAFlowEndpoint { .. })
-        ));
+        assert!(matches!(e.enroll(p, Fd(4), exe), Err(EngineError::NotAFlowEndpoint { .. })));
+        assert!(matches!(e.enroll(p, Fd(4), Resource::Process(p)), Err(EngineError::NotAFlowEndpoint { .. })));
     }
 
     #[tokio::test]
@@ -1056,10 +873,7 @@ mod tests {
         assert!(e.provenance(&file("/unknown")).is_empty());
         let lineage = e.lineage(&file("/file2"));
         assert_eq!(lineage.len(), 2);
-        let last = lineage
-            .iter()
-            .find(|l| l.destination == at(&file("/file2")))
-            .unwrap();
+        let last = lineage.iter().find(|l| l.destination == at(&file("/file2"))).unwrap();
         assert_eq!((last.flows, last.bytes), (2, 10));
         assert!(last.first_us <= last.last_us);
         assert!(e.reservations_idle());
@@ -1071,25 +885,14 @@ mod tests {
         let p = attach(&e, 1);
         e.enroll(p, Fd(3), file("/a")).unwrap();
         let g = grant_of(&ask(&e, p, 3, Direction::Read).await);
-        e.report(
-            p,
-            g,
-            IoOutcome {
-                ok: false,
-                bytes: 0,
-            },
-        )
-        .unwrap();
+        e.report(p, g, IoOutcome { ok: false, bytes: 0 }).unwrap();
         let g = grant_of(&ask(&e, p, 3, Direction::Read).await);
         e.report(p, g, IoOutcome { ok: true, bytes: 0 }).unwrap();
         assert!(e.provenance(&Resource::Process(p)).is_empty());
         assert!(e.lineage(&Resource::Process(p)).is_empty());
         let reports = e.audit(&AuditQuery::default());
-        let results: Vec<&AuditOutcome> = reports
-            .iter()
-            .filter(|r| r.kind == AuditKind::Report)
-            .map(|r| &r.result)
-            .collect();
+        let results: Vec<&AuditOutcome> =
+            reports.iter().filter(|r| r.kind == AuditKind::Report).map(|r| &r.result).collect();
         assert_eq!(results, [&AuditOutcome::Failed, &AuditOutcome::Ok]);
     }
 
@@ -1100,23 +903,11 @@ mod tests {
         e.enroll(p1, Fd(3), file("/a")).unwrap();
         let g = grant_of(&ask(&e, p1, 3, Direction::Read).await);
         let ok = IoOutcome { ok: true, bytes: 1 };
-        assert_eq!(
-            e.report(p2, g, ok),
-            Err(EngineError::WrongProcess {
-                grant: g,
-                process: p2
-            })
-        );
+        assert_eq!(e.report(p2, g, ok), Err(EngineError::WrongProcess { grant: g, process: p2 }));
         assert_eq!(e.status().active_grants, 1);
         e.report(p1, g, ok).unwrap();
-        assert_eq!(
-            e.report(p1, g, ok),
-            Err(EngineError::UnknownGrant { grant: g })
-        );
-        assert_eq!(
-            e.report(p1, GrantId(0), ok),
-            Err(EngineError::UnknownGrant { grant: GrantId(0) })
-        );
+        assert_eq!(e.report(p1, g, ok), Err(EngineError::UnknownGrant { grant: g }));
+        assert_eq!(e.report(p1, GrantId(0), ok), Err(EngineError::UnknownGrant { grant: GrantId(0) }));
         assert!(e.reservations_idle());
     }
 
@@ -1126,8 +917,7 @@ mod tests {
         let p = attach(&e, 12);
         e.enroll(p, Fd(3), file("/in")).unwrap();
         e.enroll(p, Fd(4), file("/out")).unwrap();
-        e.set_policy(&file("/out"), None, Some(IntegrityLevel(1)))
-            .unwrap();
+        e.set_policy(&file("/out"), None, Some(IntegrityLevel(1))).unwrap();
         io(&e, p, 3, Direction::Read, 5).await;
         let denial = denial_of(ask(&e, p, 4, Direction::Write).await);
         assert_eq!(denial.policy, PolicyKind::Integrity);
@@ -1139,10 +929,7 @@ mod tests {
 
         let all = e.audit(&AuditQuery::default());
         assert!(all.windows(2).all(|w| w[0].seq + 1 == w[1].seq) && all[0].seq == 1);
-        let read = all
-            .iter()
-            .find(|r| r.kind == AuditKind::Request && r.direction == Some(Direction::Read))
-            .unwrap();
+        let read = all.iter().find(|r| r.kind == AuditKind::Request && r.direction == Some(Direction::Read)).unwrap();
         assert_eq!(read.source, Some(at(&file("/in"))));
         assert_eq!(read.destination, Some(at(&Resource::Process(p))));
         assert_eq!(read.result, AuditOutcome::Granted);
@@ -1150,37 +937,16 @@ mod tests {
         let report = all.iter().find(|r| r.kind == AuditKind::Report).unwrap();
         assert_eq!((report.bytes, report.grant), (5, read.grant));
 
-        let q = AuditQuery {
-            decision: Some(DecisionFilter::Denied),
-            ..Default::default()
-        };
+        let q = AuditQuery { decision: Some(DecisionFilter::Denied), ..Default::default() };
         let denied = e.audit(&q);
         assert_eq!(denied.len(), 1);
         assert_eq!(denied[0].result, AuditOutcome::Denied(denial));
-        assert!(
-            denied[0]
-                .to_text()
-                .contains("denied (integrity on process://12.7@n1"),
-            "{}",
-            denied[0].to_text()
-        );
-        let q = AuditQuery {
-            resource: Some(at(&file("/in"))),
-            ..Default::default()
-        };
+        assert!(denied[0].to_text().contains("denied (integrity on process://12.7@n1"), "{}", denied[0].to_text());
+        let q = AuditQuery { resource: Some(at(&file("/in"))), ..Default::default() };
         let kinds: Vec<AuditKind> = e.audit(&q).iter().map(|r| r.kind).collect();
-        assert_eq!(
-            kinds,
-            [AuditKind::Enroll, AuditKind::Request, AuditKind::Report]
-        );
-        let q = AuditQuery {
-            limit: 2,
-            ..Default::default()
-        };
-        assert_eq!(
-            e.audit(&q).iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [all.len() as u64 - 1, all.len() as u64]
-        );
+        assert_eq!(kinds, [AuditKind::Enroll, AuditKind::Request, AuditKind::Report]);
+        let q = AuditQuery { limit: 2, ..Default::default() };
+        assert_eq!(e.audit(&q).iter().map(|r| r.seq).collect::<Vec<_>>(), [all.len() as u64 - 1, all.len() as u64]);
         assert!(e.reservations_idle(), "a denial releases its reservations");
     }
 
@@ -1194,16 +960,7 @@ mod tests {
         e.delete(&file("/b")).unwrap();
         denial_of(ask(&e, p, 4, Direction::Write).await);
         let s = e.status();
-        assert_eq!(
-            (
-                s.processes,
-                s.enrolled_fds,
-                s.active_grants,
-                s.granted,
-                s.denied
-            ),
-            (1, 2, 1, 1, 1)
-        );
+        assert_eq!((s.processes, s.enrolled_fds, s.active_grants, s.granted, s.denied), (1, 2, 1, 1, 1));
         assert_eq!(s.labelled_resources, 4, "process, exe, /a, /b");
         assert_eq!(s.audit_records, e.audit(&AuditQuery::default()).len());
         e.report(p, g, IoOutcome { ok: true, bytes: 1 }).unwrap();
@@ -1217,62 +974,22 @@ mod tests {
         let e = engine();
         let before = e.status().labelled_resources;
         assert_eq!(e.policy(&file("/x")), Policy::default());
-        assert_eq!(
-            e.status().labelled_resources,
-            before,
-            "policy() inserts nothing"
-        );
-        let p = e
-            .set_policy(&file("/x"), Some(Confidentiality::Secret), None)
-            .unwrap();
-        assert_eq!(
-            (p.confidentiality, p.integrity),
-            (Confidentiality::Secret, IntegrityLevel(0))
-        );
-        let p = e
-            .set_policy(&file("/x"), None, Some(IntegrityLevel(4)))
-            .unwrap();
-        assert_eq!(
-            (p.confidentiality, p.integrity),
-            (Confidentiality::Secret, IntegrityLevel(4))
-        );
+        assert_eq!(e.status().labelled_resources, before, "policy() inserts nothing");
+        let p = e.set_policy(&file("/x"), Some(Confidentiality::Secret), None).unwrap();
+        assert_eq!((p.confidentiality, p.integrity), (Confidentiality::Secret, IntegrityLevel(0)));
+        let p = e.set_policy(&file("/x"), None, Some(IntegrityLevel(4))).unwrap();
+        assert_eq!((p.confidentiality, p.integrity), (Confidentiality::Secret, IntegrityLevel(4)));
         e.delete(&file("/x")).unwrap();
         e.delete(&file("/x")).unwrap();
         assert!(e.policy(&file("/x")).deleted);
-        assert!(matches!(
-            e.set_policy(&file("/x"), None, Some(IntegrityLevel(1))),
-            Err(EngineError::Deleted { .. })
-        ));
+        assert!(matches!(e.set_policy(&file("/x"), None, Some(IntegrityLevel(1))), Err(EngineError::Deleted { .. })));
         let exe = Resource::Executable("/usr/bin/server".into());
-        assert_eq!(
-            e.set_policy(&exe, None, Some(IntegrityLevel(2)))
-                .unwrap()
-                .integrity,
-            IntegrityLevel(2)
-        );
-        assert!(matches!(
-            e.delete(&exe),
-            Err(EngineError::NotAFlowEndpoint { .. })
-        ));
-        let p = ProcessId {
-            pid: 5,
-            starttime: 5,
-        };
-        e.attach_process(ProcessInfo {
-            id: p,
-            exe: "/usr/bin/server".into(),
-            uid: 0,
-        });
-        assert_eq!(
-            e.policy(&Resource::Process(p)).integrity,
-            IntegrityLevel(2),
-            "inherited from exe"
-        );
-        let kinds: Vec<AuditKind> = e
-            .audit(&AuditQuery::default())
-            .iter()
-            .map(|r| r.kind)
-            .collect();
+        assert_eq!(e.set_policy(&exe, None, Some(IntegrityLevel(2))).unwrap().integrity, IntegrityLevel(2));
+        assert!(matches!(e.delete(&exe), Err(EngineError::NotAFlowEndpoint { .. })));
+        let p = ProcessId { pid: 5, starttime: 5 };
+        e.attach_process(ProcessInfo { id: p, exe: "/usr/bin/server".into(), uid: 0 });
+        assert_eq!(e.policy(&Resource::Process(p)).integrity, IntegrityLevel(2), "inherited from exe");
+        let kinds: Vec<AuditKind> = e.audit(&AuditQuery::default()).iter().map(|r| r.kind).collect();
         assert_eq!(
             kinds,
             [
@@ -1292,18 +1009,9 @@ mod tests {
         e.enroll(p, Fd(3), file("/out")).unwrap();
         io(&e, p, 3, Direction::Write, 1).await;
         io(&e, p, 3, Direction::Write, 1).await; // cached
-        e.set_policy(&file("/out"), None, Some(IntegrityLevel(1)))
-            .unwrap();
-        assert_eq!(
-            denial_of(ask(&e, p, 3, Direction::Write).await).policy,
-            PolicyKind::Integrity
-        );
-        e.set_policy(
-            &Resource::Executable("/bin/app1".into()),
-            None,
-            Some(IntegrityLevel(1)),
-        )
-        .unwrap();
+        e.set_policy(&file("/out"), None, Some(IntegrityLevel(1))).unwrap();
+        assert_eq!(denial_of(ask(&e, p, 3, Direction::Write).await).policy, PolicyKind::Integrity);
+        e.set_policy(&Resource::Executable("/bin/app1".into()), None, Some(IntegrityLevel(1))).unwrap();
         io(&e, p, 3, Direction::Write, 1).await;
     }
 
@@ -1314,10 +1022,7 @@ mod tests {
         e.enroll(p, Fd(3), file("/gone")).unwrap();
         e.delete(&file("/gone")).unwrap();
         let d = denial_of(ask(&e, p, 3, Direction::Write).await);
-        assert_eq!(
-            (d.policy, d.resource),
-            (PolicyKind::Deletion, at(&file("/gone")))
-        );
+        assert_eq!((d.policy, d.resource), (PolicyKind::Deletion, at(&file("/gone"))));
         // And what was read from a deleted file can go nowhere.
         e.enroll(p, Fd(4), file("/other")).unwrap();
         let q = attach(&e, 2);
@@ -1326,10 +1031,7 @@ mod tests {
         io(&e, q, 3, Direction::Read, 1).await;
         e.delete(&file("/src")).unwrap();
         let d = denial_of(ask(&e, q, 4, Direction::Write).await);
-        assert_eq!(
-            (d.policy, d.resource),
-            (PolicyKind::Deletion, at(&file("/src")))
-        );
+        assert_eq!((d.policy, d.resource), (PolicyKind::Deletion, at(&file("/src"))));
     }
 
     #[tokio::test]
@@ -1343,48 +1045,27 @@ mod tests {
         e.enroll(reader, Fd(3), Resource::stream(b, a)).unwrap();
         io(&e, writer, 3, Direction::Read, 8).await;
         io(&e, writer, 4, Direction::Write, 8).await;
-        assert!(
-            e.provenance(&Resource::stream(a, b)).is_empty(),
-            "the sender's view is not the destination"
-        );
-        assert!(
-            e.provenance(&Resource::stream(b, a))
-                .contains(&at(&file("/data")))
-        );
+        assert!(e.provenance(&Resource::stream(a, b)).is_empty(), "the sender's view is not the destination");
+        assert!(e.provenance(&Resource::stream(b, a)).contains(&at(&file("/data"))));
         io(&e, reader, 3, Direction::Read, 8).await;
         let prov = e.provenance(&Resource::Process(reader));
-        assert!(
-            prov.contains(&at(&file("/data"))) && prov.contains(&at(&Resource::Process(writer)))
-        );
+        assert!(prov.contains(&at(&file("/data"))) && prov.contains(&at(&Resource::Process(writer))));
     }
 
     #[tokio::test]
     async fn secret_data_never_goes_to_an_external_peer() {
         let e = engine();
         let p = attach(&e, 1);
-        let stream = Resource::stream(
-            "10.0.0.1:4000".parse().unwrap(),
-            "9.9.9.9:443".parse().unwrap(),
-        );
+        let stream = Resource::stream("10.0.0.1:4000".parse().unwrap(), "9.9.9.9:443".parse().unwrap());
         e.enroll(p, Fd(3), file("/secret")).unwrap();
         e.enroll(p, Fd(4), stream.clone()).unwrap();
         io(&e, p, 4, Direction::Write, 3).await; // nothing secret yet
-        e.set_policy(&file("/secret"), Some(Confidentiality::Secret), None)
-            .unwrap();
+        e.set_policy(&file("/secret"), Some(Confidentiality::Secret), None).unwrap();
         io(&e, p, 3, Direction::Read, 3).await; // a local process may read local secrets
         let d = denial_of(ask(&e, p, 4, Direction::Write).await);
-        assert_eq!(
-            (d.policy, d.resource),
-            (PolicyKind::Confidentiality, at(&file("/secret")))
-        );
-        let records = e.audit(&AuditQuery {
-            decision: Some(DecisionFilter::Denied),
-            ..Default::default()
-        });
-        assert_eq!(
-            records[0].external_peer,
-            Some("9.9.9.9:443".parse().unwrap())
-        );
+        assert_eq!((d.policy, d.resource), (PolicyKind::Confidentiality, at(&file("/secret"))));
+        let records = e.audit(&AuditQuery { decision: Some(DecisionFilter::Denied), ..Default::default() });
+        assert_eq!(records[0].external_peer, Some("9.9.9.9:443".parse().unwrap()));
         assert_eq!(records[0].destination, Some(at(&stream)));
         assert!(e.reservations_idle());
     }
@@ -1397,10 +1078,7 @@ mod tests {
         e.enroll(p2, Fd(3), file("/shared")).unwrap();
         let g = grant_of(&ask(&e, p1, 3, Direction::Write).await);
         let d = denial_of(ask(&e, p2, 3, Direction::Read).await);
-        assert_eq!(
-            (d.policy, d.resource),
-            (PolicyKind::Busy, at(&file("/shared")))
-        );
+        assert_eq!((d.policy, d.resource), (PolicyKind::Busy, at(&file("/shared"))));
         e.report(p1, g, IoOutcome { ok: true, bytes: 1 }).unwrap();
         io(&e, p2, 3, Direction::Read, 1).await;
         assert!(e.reservations_idle());
@@ -1426,20 +1104,9 @@ mod tests {
         .await;
         assert_eq!(expired, 1);
         assert!(e.reservations_idle());
-        assert_eq!(
-            e.provenance(&Resource::Process(p)),
-            vec![at(&file("/a"))],
-            "assumed performed"
-        );
-        assert_eq!(
-            e.report(p, g, IoOutcome { ok: true, bytes: 1 }),
-            Err(EngineError::UnknownGrant { grant: g })
-        );
-        assert!(
-            e.audit(&AuditQuery::default())
-                .iter()
-                .any(|r| r.kind == AuditKind::Expired && r.grant == Some(g))
-        );
+        assert_eq!(e.provenance(&Resource::Process(p)), vec![at(&file("/a"))], "assumed performed");
+        assert_eq!(e.report(p, g, IoOutcome { ok: true, bytes: 1 }), Err(EngineError::UnknownGrant { grant: g }));
+        assert!(e.audit(&AuditQuery::default()).iter().any(|r| r.kind == AuditKind::Expired && r.grant == Some(g)));
     }
 
     #[tokio::test]
@@ -1452,30 +1119,10 @@ mod tests {
         e.process_exited(p);
         assert!(e.reservations_idle());
         assert_eq!(e.status().enrolled_fds, 0);
-        assert_eq!(
-            e.request(p, Fd(3), Direction::Read).await,
-            Err(EngineError::NotEnrolled {
-                process: p,
-                fd: Fd(3)
-            })
-        );
-        let kinds: Vec<AuditKind> = e
-            .audit(&AuditQuery {
-                after: 4,
-                ..Default::default()
-            })
-            .iter()
-            .map(|r| r.kind)
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                AuditKind::Expired,
-                AuditKind::Unenroll,
-                AuditKind::Unenroll,
-                AuditKind::Exit
-            ]
-        );
+        assert_eq!(e.request(p, Fd(3), Direction::Read).await, Err(EngineError::NotEnrolled { process: p, fd: Fd(3) }));
+        let kinds: Vec<AuditKind> =
+            e.audit(&AuditQuery { after: 4, ..Default::default() }).iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [AuditKind::Expired, AuditKind::Unenroll, AuditKind::Unenroll, AuditKind::Exit]);
         // The label keeps the executable: a reader of what it wrote sees it.
         assert!(e.policy(&Resource::Process(p)) == Policy::default());
         e.process_exited(p); // idempotent
@@ -1489,11 +1136,7 @@ mod tests {
         e.enroll(p2, Fd(3), file("/a")).unwrap();
         let g = grant_of(&ask(&e, p1, 3, Direction::Write).await);
         let pending = e.request(p2, Fd(3), Direction::Write);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(10), pending)
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(10), pending).await.is_err());
         e.report(p1, g, IoOutcome { ok: true, bytes: 1 }).unwrap();
         assert!(e.reservations_idle());
     }
@@ -1510,10 +1153,7 @@ mod tests {
     async fn consent_times_out_as_a_denial() {
         let (e, p) = consent_engine();
         let d = denial_of(ask(&e, p, 3, Direction::Read).await);
-        assert_eq!(
-            (d.policy, d.resource),
-            (PolicyKind::Consent, at(&file("/owned")))
-        );
+        assert_eq!((d.policy, d.resource), (PolicyKind::Consent, at(&file("/owned"))));
         assert!(e.pending_consents().is_empty() && e.reservations_idle());
     }
 
@@ -1553,10 +1193,7 @@ mod tests {
         let d = denial_of(ask(&e, p, 3, Direction::Read).await);
         assert_eq!(d.policy, PolicyKind::Consent);
         assert!(d.reason.contains("refused"), "{}", d.reason);
-        let decisions = e
-            .audit(&AuditQuery::default())
-            .into_iter()
-            .filter(|r| r.kind == AuditKind::ConsentDecision);
+        let decisions = e.audit(&AuditQuery::default()).into_iter().filter(|r| r.kind == AuditKind::ConsentDecision);
         assert_eq!(decisions.count(), 3);
     }
 
@@ -1572,13 +1209,8 @@ mod tests {
             let e = e.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..30 {
-                    let dir = if (i + pid) % 3 == 0 {
-                        Direction::Write
-                    } else {
-                        Direction::Read
-                    };
-                    if let Decision::Grant(g) = e.request(p, Fd((i % 3) as i32), dir).await.unwrap()
-                    {
+                    let dir = if (i + pid) % 3 == 0 { Direction::Write } else { Direction::Read };
+                    if let Decision::Grant(g) = e.request(p, Fd((i % 3) as i32), dir).await.unwrap() {
                         tokio::task::yield_now().await;
                         e.report(p, g, IoOutcome { ok: true, bytes: 1 }).unwrap();
                     }

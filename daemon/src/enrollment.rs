@@ -45,10 +45,7 @@ impl Enrollments {
 
     /// The fds a process has enrolled, ascending.
     pub fn fds_of(&self, process: ProcessId) -> Vec<Fd> {
-        self.by_process
-            .get(&process)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+        self.by_process.get(&process).map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
 
     /// Number of attached processes.
@@ -94,14 +91,8 @@ mod tests {
     #[test]
     fn enroll_replace_unenroll() {
         let mut e = Enrollments::default();
-        let p = ProcessId {
-            pid: 1,
-            starttime: 2,
-        };
-        let (a, b) = (
-            LabelId::from_index(0).unwrap(),
-            LabelId::from_index(1).unwrap(),
-        );
+        let p = ProcessId { pid: 1, starttime: 2 };
+        let (a, b) = (LabelId::from_index(0).unwrap(), LabelId::from_index(1).unwrap());
         assert_eq!(e.enroll(p, Fd(3), a), None);
         assert_eq!(e.enroll(p, Fd(3), b), Some(a));
         assert_eq!(e.enroll(p, Fd(4), a), None);

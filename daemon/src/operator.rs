@@ -20,9 +20,7 @@ use std::time::Instant;
 use tonic::{Code, Request, Response, Status};
 use trace2e_proto::convert::InvalidMessage;
 use trace2e_proto::pb::o2m::{self, o2m_server::O2m, o2m_server::O2mServer};
-use trace2e_proto::{
-    Confidentiality, IntegrityLevel, InvalidIdentifier, LocalizedResource, NodeId, Resource,
-};
+use trace2e_proto::{Confidentiality, IntegrityLevel, InvalidIdentifier, LocalizedResource, NodeId, Resource};
 
 use crate::audit::{AuditOutcome, AuditQuery, AuditRecord, DecisionFilter};
 use crate::consent::ConsentDestination;
@@ -107,9 +105,9 @@ fn engine_code(e: &EngineError) -> Code {
         EngineError::NotAFlowEndpoint { .. } => Code::InvalidArgument,
         // A deleted resource's policy is frozen: valid request, wrong state.
         EngineError::Deleted { .. } => Code::FailedPrecondition,
-        EngineError::UnknownProcess { .. }
-        | EngineError::NotEnrolled { .. }
-        | EngineError::UnknownGrant { .. } => Code::NotFound,
+        EngineError::UnknownProcess { .. } | EngineError::NotEnrolled { .. } | EngineError::UnknownGrant { .. } => {
+            Code::NotFound
+        }
         EngineError::WrongProcess { .. } => Code::PermissionDenied,
         EngineError::State(StateError::Full) => Code::ResourceExhausted,
         EngineError::State(_) => Code::Internal,
@@ -121,18 +119,11 @@ type Reply<T> = Result<Response<T>, Status>;
 impl OperatorService {
     /// A service over `engine`; uptime counts from now.
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self {
-            engine,
-            started: Instant::now(),
-        }
+        Self { engine, started: Instant::now() }
     }
 
     /// `text` as a localized resource, bare meaning this node.
-    fn localized(
-        &self,
-        field: &'static str,
-        text: &str,
-    ) -> Result<LocalizedResource, OperatorError> {
+    fn localized(&self, field: &'static str, text: &str) -> Result<LocalizedResource, OperatorError> {
         LocalizedResource::parse_with_default(text, self.engine.node())
             .map_err(|source| OperatorError::InvalidResource { field, source })
     }
@@ -141,20 +132,14 @@ impl OperatorService {
     fn local(&self, field: &'static str, text: &str) -> Result<Resource, OperatorError> {
         let localized = self.localized(field, text)?;
         if &localized.node != self.engine.node() {
-            return Err(OperatorError::Remote {
-                resource: localized,
-                local: self.engine.node().clone(),
-            });
+            return Err(OperatorError::Remote { resource: localized, local: self.engine.node().clone() });
         }
         Ok(localized.resource)
     }
 
     /// A consent destination: `node:NAME`, or a resource (bare meaning this node).
     fn consent_destination(&self, text: &str) -> Result<ConsentDestination, OperatorError> {
-        let invalid = |source| OperatorError::InvalidResource {
-            field: "destination",
-            source,
-        };
+        let invalid = |source| OperatorError::InvalidResource { field: "destination", source };
         if text.starts_with("node:") {
             return text.parse().map_err(invalid);
         }
@@ -181,10 +166,7 @@ impl OperatorService {
         }
     }
 
-    fn policies(
-        &self,
-        request: o2m::GetPoliciesRequest,
-    ) -> Result<o2m::GetPoliciesResponse, OperatorError> {
+    fn policies(&self, request: o2m::GetPoliciesRequest) -> Result<o2m::GetPoliciesResponse, OperatorError> {
         let policies = request
             .resources
             .iter()
@@ -200,68 +182,34 @@ impl OperatorService {
         Ok(o2m::GetPoliciesResponse { policies })
     }
 
-    fn apply_policy(
-        &self,
-        request: o2m::SetPolicyRequest,
-    ) -> Result<o2m::SetPolicyResponse, OperatorError> {
+    fn apply_policy(&self, request: o2m::SetPolicyRequest) -> Result<o2m::SetPolicyResponse, OperatorError> {
         let resource = self.local("resource", &request.resource)?;
         let confidentiality = request
             .confidentiality
             .map(Confidentiality::try_from)
             .transpose()
-            .map_err(|source| OperatorError::InvalidField {
-                field: "confidentiality",
-                source,
-            })?;
+            .map_err(|source| OperatorError::InvalidField { field: "confidentiality", source })?;
         let integrity = request.integrity.map(IntegrityLevel);
-        let policy = self
-            .engine
-            .set_policy(&resource, confidentiality, integrity)?;
-        Ok(o2m::SetPolicyResponse {
-            policy: Some(policy.into()),
-        })
+        let policy = self.engine.set_policy(&resource, confidentiality, integrity)?;
+        Ok(o2m::SetPolicyResponse { policy: Some(policy.into()) })
     }
 
-    fn mark_deleted(
-        &self,
-        request: o2m::DeleteRequest,
-    ) -> Result<o2m::DeleteResponse, OperatorError> {
+    fn mark_deleted(&self, request: o2m::DeleteRequest) -> Result<o2m::DeleteResponse, OperatorError> {
         let resource = self.local("resource", &request.resource)?;
         self.engine.delete(&resource)?;
         Ok(o2m::DeleteResponse {})
     }
 
-    fn provenance(
-        &self,
-        request: o2m::ProvenanceRequest,
-    ) -> Result<o2m::ProvenanceResponse, OperatorError> {
+    fn provenance(&self, request: o2m::ProvenanceRequest) -> Result<o2m::ProvenanceResponse, OperatorError> {
         let resource = self.local("resource", &request.resource)?;
-        let provenance = self
-            .engine
-            .provenance(&resource)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let lineage = self
-            .engine
-            .lineage(&resource)
-            .iter()
-            .map(lineage_edge)
-            .collect();
-        Ok(o2m::ProvenanceResponse {
-            resource: resource.at(self.engine.node()).to_string(),
-            provenance,
-            lineage,
-        })
+        let provenance = self.engine.provenance(&resource).iter().map(ToString::to_string).collect();
+        let lineage = self.engine.lineage(&resource).iter().map(lineage_edge).collect();
+        Ok(o2m::ProvenanceResponse { resource: resource.at(self.engine.node()).to_string(), provenance, lineage })
     }
 
     fn audit(&self, request: o2m::AuditQuery) -> Result<o2m::AuditResponse, OperatorError> {
         let query = AuditQuery {
-            resource: request
-                .resource
-                .as_deref()
-                .map(|r| self.localized("resource", r))
-                .transpose()?,
+            resource: request.resource.as_deref().map(|r| self.localized("resource", r)).transpose()?,
             decision: request
                 .decision
                 .as_deref()
@@ -271,18 +219,12 @@ impl OperatorService {
             limit: usize::try_from(request.limit).unwrap_or(usize::MAX),
             after: request.after,
         };
-        Ok(o2m::AuditResponse {
-            records: self.engine.audit(&query).iter().map(audit_record).collect(),
-        })
+        Ok(o2m::AuditResponse { records: self.engine.audit(&query).iter().map(audit_record).collect() })
     }
 
-    fn enforce(
-        &self,
-        request: o2m::EnforceConsentRequest,
-    ) -> Result<o2m::EnforceConsentResponse, OperatorError> {
+    fn enforce(&self, request: o2m::EnforceConsentRequest) -> Result<o2m::EnforceConsentResponse, OperatorError> {
         let resource = self.local("resource", &request.resource)?;
-        self.engine
-            .set_consent_enforced(&resource, request.enforce)?;
+        self.engine.set_consent_enforced(&resource, request.enforce)?;
         Ok(o2m::EnforceConsentResponse {})
     }
 
@@ -291,35 +233,28 @@ impl OperatorService {
             .engine
             .pending_consents()
             .into_iter()
-            .map(|r| o2m::ConsentRequest {
-                source: r.source.to_string(),
-                destination: r.destination.to_string(),
-            })
+            .map(|r| o2m::ConsentRequest { source: r.source.to_string(), destination: r.destination.to_string() })
             .collect();
         o2m::ListConsentRequestsResponse { requests }
     }
 
-    fn decide(
-        &self,
-        request: o2m::DecideConsentRequest,
-    ) -> Result<o2m::DecideConsentResponse, OperatorError> {
-        let source = self
-            .local("source", &request.source)?
-            .at(self.engine.node());
+    fn decide(&self, request: o2m::DecideConsentRequest) -> Result<o2m::DecideConsentResponse, OperatorError> {
+        let source = self.local("source", &request.source)?.at(self.engine.node());
         let destination = self.consent_destination(&request.destination)?;
-        self.engine
-            .decide_consent(&source, destination, request.grant);
+        self.engine.decide_consent(&source, destination, request.grant);
         Ok(o2m::DecideConsentResponse {})
     }
 }
 
-/// One lineage edge on the wire: the proto carries the time of the last flow.
+/// One lineage edge on the wire.
 fn lineage_edge(e: &LineageEdge) -> o2m::LineageEdge {
     o2m::LineageEdge {
         source: e.source.to_string(),
         destination: e.destination.to_string(),
         time_us: e.last_us,
         bytes: e.bytes,
+        first_us: e.first_us,
+        flows: e.flows,
     }
 }
 
@@ -362,10 +297,7 @@ fn audit_record(r: &AuditRecord) -> o2m::AuditRecord {
         time_us: r.time_us,
         node: r.node.to_string(),
         kind: r.kind.as_str().to_owned(),
-        process: r
-            .process
-            .map(|p| Resource::Process(p).to_string())
-            .unwrap_or_default(),
+        process: r.process.map(|p| Resource::Process(p).to_string()).unwrap_or_default(),
         source,
         destination,
         direction: r.direction.map(|d| d.to_string()).unwrap_or_default(),
@@ -393,17 +325,11 @@ impl O2m for OperatorService {
         Ok(Response::new(self.status_response()))
     }
 
-    async fn get_policies(
-        &self,
-        request: Request<o2m::GetPoliciesRequest>,
-    ) -> Reply<o2m::GetPoliciesResponse> {
+    async fn get_policies(&self, request: Request<o2m::GetPoliciesRequest>) -> Reply<o2m::GetPoliciesResponse> {
         Ok(Response::new(self.policies(request.into_inner())?))
     }
 
-    async fn set_policy(
-        &self,
-        request: Request<o2m::SetPolicyRequest>,
-    ) -> Reply<o2m::SetPolicyResponse> {
+    async fn set_policy(&self, request: Request<o2m::SetPolicyRequest>) -> Reply<o2m::SetPolicyResponse> {
         Ok(Response::new(self.apply_policy(request.into_inner())?))
     }
 
@@ -411,10 +337,7 @@ impl O2m for OperatorService {
         Ok(Response::new(self.mark_deleted(request.into_inner())?))
     }
 
-    async fn get_provenance(
-        &self,
-        request: Request<o2m::ProvenanceRequest>,
-    ) -> Reply<o2m::ProvenanceResponse> {
+    async fn get_provenance(&self, request: Request<o2m::ProvenanceRequest>) -> Reply<o2m::ProvenanceResponse> {
         Ok(Response::new(self.provenance(request.into_inner())?))
     }
 
@@ -436,10 +359,7 @@ impl O2m for OperatorService {
         Ok(Response::new(self.consent_requests()))
     }
 
-    async fn decide_consent(
-        &self,
-        request: Request<o2m::DecideConsentRequest>,
-    ) -> Reply<o2m::DecideConsentResponse> {
+    async fn decide_consent(&self, request: Request<o2m::DecideConsentRequest>) -> Reply<o2m::DecideConsentResponse> {
         Ok(Response::new(self.decide(request.into_inner())?))
     }
 }
@@ -453,10 +373,7 @@ mod tests {
     use crate::topology::Topology;
 
     fn service() -> OperatorService {
-        let topology = Topology {
-            node: NodeId::new("node-a").unwrap(),
-            addresses: vec![IpAddr::from([10, 0, 0, 1])],
-        };
+        let topology = Topology { node: NodeId::new("node-a").unwrap(), addresses: vec![IpAddr::from([10, 0, 0, 1])] };
         OperatorService::new(Arc::new(Engine::new(EngineConfig::new(topology))))
     }
 
@@ -465,14 +382,8 @@ mod tests {
     }
 
     async fn policy_of(s: &OperatorService, resource: &str) -> o2m::ResourcePolicy {
-        let request = o2m::GetPoliciesRequest {
-            resources: vec![resource.to_owned()],
-        };
-        let mut answer = s
-            .get_policies(Request::new(request))
-            .await
-            .unwrap()
-            .into_inner();
+        let request = o2m::GetPoliciesRequest { resources: vec![resource.to_owned()] };
+        let mut answer = s.get_policies(Request::new(request)).await.unwrap().into_inner();
         assert_eq!(answer.policies.len(), 1);
         answer.policies.remove(0)
     }
@@ -480,10 +391,7 @@ mod tests {
     #[tokio::test]
     async fn status_names_the_node() {
         let s = service();
-        let status = O2m::status(&s, Request::new(o2m::StatusRequest {}))
-            .await
-            .unwrap()
-            .into_inner();
+        let status = O2m::status(&s, Request::new(o2m::StatusRequest {})).await.unwrap().into_inner();
         assert_eq!(status.node, "node-a");
         assert_eq!(status.addresses, ["10.0.0.1"]);
         assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
@@ -501,31 +409,14 @@ mod tests {
             confidentiality: Some(o2m::Confidentiality::Secret as i32),
             integrity: None,
         };
-        let set = s
-            .set_policy(Request::new(request))
-            .await
-            .unwrap()
-            .into_inner();
-        let request = o2m::SetPolicyRequest {
-            resource: "file:///data/x".into(),
-            confidentiality: None,
-            integrity: Some(3),
-        };
-        let set2 = s
-            .set_policy(Request::new(request))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            set.policy.unwrap().confidentiality,
-            o2m::Confidentiality::Secret as i32
-        );
+        let set = s.set_policy(Request::new(request)).await.unwrap().into_inner();
+        let request =
+            o2m::SetPolicyRequest { resource: "file:///data/x".into(), confidentiality: None, integrity: Some(3) };
+        let set2 = s.set_policy(Request::new(request)).await.unwrap().into_inner();
+        assert_eq!(set.policy.unwrap().confidentiality, o2m::Confidentiality::Secret as i32);
         let got = policy_of(&s, "file:///data/x").await.policy.unwrap();
         assert_eq!(set2.policy.unwrap(), got);
-        assert_eq!(
-            (got.confidentiality, got.integrity),
-            (o2m::Confidentiality::Secret as i32, 3)
-        );
+        assert_eq!((got.confidentiality, got.integrity), (o2m::Confidentiality::Secret as i32, 3));
 
         let request = o2m::SetPolicyRequest {
             resource: "exe:///usr/bin/server".into(),
@@ -533,118 +424,56 @@ mod tests {
             integrity: Some(2),
         };
         s.set_policy(Request::new(request)).await.unwrap();
-        assert_eq!(
-            policy_of(&s, "exe:///usr/bin/server")
-                .await
-                .policy
-                .unwrap()
-                .integrity,
-            2
-        );
+        assert_eq!(policy_of(&s, "exe:///usr/bin/server").await.policy.unwrap().integrity, 2);
     }
 
     #[tokio::test]
     async fn bad_requests_are_invalid_arguments() {
         let s = service();
-        let request = o2m::GetPoliciesRequest {
-            resources: vec!["ftp:///x".into()],
-        };
+        let request = o2m::GetPoliciesRequest { resources: vec!["ftp:///x".into()] };
         let e = status_of(s.get_policies(Request::new(request)).await);
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("unknown scheme"), "{e:?}");
 
-        let request = o2m::SetPolicyRequest {
-            resource: "file:///x".into(),
-            confidentiality: Some(42),
-            integrity: None,
-        };
+        let request =
+            o2m::SetPolicyRequest { resource: "file:///x".into(), confidentiality: Some(42), integrity: None };
         let e = status_of(s.set_policy(Request::new(request)).await);
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("confidentiality"), "{e:?}");
 
-        let query = o2m::AuditQuery {
-            decision: Some("maybe".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            status_of(s.query_audit(Request::new(query)).await).code(),
-            Code::InvalidArgument
-        );
+        let query = o2m::AuditQuery { decision: Some("maybe".into()), ..Default::default() };
+        assert_eq!(status_of(s.query_audit(Request::new(query)).await).code(), Code::InvalidArgument);
 
-        let request = o2m::DecideConsentRequest {
-            source: "file:///x".into(),
-            destination: "node:bad node".into(),
-            grant: true,
-        };
-        assert_eq!(
-            status_of(s.decide_consent(Request::new(request)).await).code(),
-            Code::InvalidArgument
-        );
+        let request =
+            o2m::DecideConsentRequest { source: "file:///x".into(), destination: "node:bad node".into(), grant: true };
+        assert_eq!(status_of(s.decide_consent(Request::new(request)).await).code(), Code::InvalidArgument);
     }
 
     #[tokio::test]
     async fn another_nodes_resources_are_refused() {
         let s = service();
-        let e = status_of(
-            s.delete(Request::new(o2m::DeleteRequest {
-                resource: "file:///x@node-b".into(),
-            }))
-            .await,
-        );
+        let e = status_of(s.delete(Request::new(o2m::DeleteRequest { resource: "file:///x@node-b".into() })).await);
         assert_eq!(e.code(), Code::FailedPrecondition);
         assert_eq!(
             e.message(),
             "resource file:///x@node-b belongs to node node-b; ask that node (this is node node-a)"
         );
-        let request = o2m::ProvenanceRequest {
-            resource: "file:///x@node-b".into(),
-        };
-        assert_eq!(
-            status_of(s.get_provenance(Request::new(request)).await).code(),
-            Code::FailedPrecondition
-        );
-        let request = o2m::EnforceConsentRequest {
-            resource: "file:///x@node-b".into(),
-            enforce: true,
-        };
-        assert_eq!(
-            status_of(s.enforce_consent(Request::new(request)).await).code(),
-            Code::FailedPrecondition
-        );
+        let request = o2m::ProvenanceRequest { resource: "file:///x@node-b".into() };
+        assert_eq!(status_of(s.get_provenance(Request::new(request)).await).code(), Code::FailedPrecondition);
+        let request = o2m::EnforceConsentRequest { resource: "file:///x@node-b".into(), enforce: true };
+        assert_eq!(status_of(s.enforce_consent(Request::new(request)).await).code(), Code::FailedPrecondition);
     }
 
     #[tokio::test]
     async fn delete_and_consent_show_in_the_policy() {
         let s = service();
-        s.delete(Request::new(o2m::DeleteRequest {
-            resource: "file:///data/cv.txt".into(),
-        }))
-        .await
-        .unwrap();
-        assert!(
-            policy_of(&s, "file:///data/cv.txt")
-                .await
-                .policy
-                .unwrap()
-                .deleted
-        );
+        s.delete(Request::new(o2m::DeleteRequest { resource: "file:///data/cv.txt".into() })).await.unwrap();
+        assert!(policy_of(&s, "file:///data/cv.txt").await.policy.unwrap().deleted);
 
-        let request = o2m::EnforceConsentRequest {
-            resource: "file:///data/y".into(),
-            enforce: true,
-        };
+        let request = o2m::EnforceConsentRequest { resource: "file:///data/y".into(), enforce: true };
         s.enforce_consent(Request::new(request)).await.unwrap();
-        assert!(
-            policy_of(&s, "file:///data/y")
-                .await
-                .policy
-                .unwrap()
-                .consent
-        );
-        let pending = s
-            .list_consent_requests(Request::new(o2m::ListConsentRequestsRequest {}))
-            .await
-            .unwrap();
+        assert!(policy_of(&s, "file:///data/y").await.policy.unwrap().consent);
+        let pending = s.list_consent_requests(Request::new(o2m::ListConsentRequestsRequest {})).await.unwrap();
         assert!(pending.into_inner().requests.is_empty());
         for destination in ["node:node-b", "file:///out@node-b", "file:///local-out"] {
             let request = o2m::DecideConsentRequest {
@@ -659,14 +488,8 @@ mod tests {
     #[tokio::test]
     async fn provenance_of_an_unknown_resource_is_empty() {
         let s = service();
-        let request = o2m::ProvenanceRequest {
-            resource: "file:///never/seen".into(),
-        };
-        let p = s
-            .get_provenance(Request::new(request))
-            .await
-            .unwrap()
-            .into_inner();
+        let request = o2m::ProvenanceRequest { resource: "file:///never/seen".into() };
+        let p = s.get_provenance(Request::new(request)).await.unwrap().into_inner();
         assert_eq!(p.resource, "file:///never/seen@node-a");
         assert!(p.provenance.is_empty() && p.lineage.is_empty());
     }
@@ -674,40 +497,16 @@ mod tests {
     #[tokio::test]
     async fn audit_shows_operator_changes() {
         let s = service();
-        let request = o2m::SetPolicyRequest {
-            resource: "file:///data/x".into(),
-            confidentiality: None,
-            integrity: Some(1),
-        };
+        let request =
+            o2m::SetPolicyRequest { resource: "file:///data/x".into(), confidentiality: None, integrity: Some(1) };
         s.set_policy(Request::new(request)).await.unwrap();
-        let query = o2m::AuditQuery {
-            resource: Some("file:///data/x".into()),
-            ..Default::default()
-        };
-        let records = s
-            .query_audit(Request::new(query))
-            .await
-            .unwrap()
-            .into_inner()
-            .records;
-        let change = records
-            .iter()
-            .find(|r| r.kind == "policy_change")
-            .expect("a policy change record");
+        let query = o2m::AuditQuery { resource: Some("file:///data/x".into()), ..Default::default() };
+        let records = s.query_audit(Request::new(query)).await.unwrap().into_inner().records;
+        let change = records.iter().find(|r| r.kind == "policy_change").expect("a policy change record");
         assert_eq!(change.source, "file:///data/x@node-a");
         assert_eq!(change.node, "node-a");
         assert!(change.reason.contains("integrity 1"), "{change:?}");
-        let query = o2m::AuditQuery {
-            decision: Some("denied".into()),
-            ..Default::default()
-        };
-        assert!(
-            s.query_audit(Request::new(query))
-                .await
-                .unwrap()
-                .into_inner()
-                .records
-                .is_empty()
-        );
+        let query = o2m::AuditQuery { decision: Some("denied".into()), ..Default::default() };
+        assert!(s.query_audit(Request::new(query)).await.unwrap().into_inner().records.is_empty());
     }
 }

@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use trace2e_proto::pb::p2m::{
-    self as pb, p2m_server::{P2m, P2mServer},
+    self as pb,
+    p2m_server::{P2m, P2mServer},
 };
 use trace2e_proto::{Direction, Fd, GrantId, IoOutcome, ProcessId, Resource};
 
@@ -194,11 +195,9 @@ pub fn server(engine: Arc<Engine>, clients: Arc<Clients>) -> P2mServer<P2mServic
 
 impl P2mService {
     fn caller<T>(&self, request: &Request<T>) -> Result<ProcessId, Status> {
-        let cred = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .ok_or_else(|| Status::unauthenticated("peer credentials unavailable: P2M is served on a Unix socket only"))?;
+        let cred = request.extensions().get::<UdsConnectInfo>().and_then(|info| info.peer_cred).ok_or_else(|| {
+            Status::unauthenticated("peer credentials unavailable: P2M is served on a Unix socket only")
+        })?;
         let pid = cred.pid().filter(|p| *p > 0).ok_or_else(|| Status::unauthenticated("peer has no pid"))?;
         self.clients.identify(pid as u32, cred.uid()).map_err(proc_status)
     }
@@ -243,8 +242,10 @@ fn parse_claim(target: Option<pb::enroll_request::Target>) -> Result<Claim, Stat
             Ok(Claim::File(path))
         }
         Some(pb::enroll_request::Target::Stream(s)) => {
-            let local = s.local.parse().map_err(|_| Status::invalid_argument(format!("bad local address {:?}", s.local)))?;
-            let peer = s.peer.parse().map_err(|_| Status::invalid_argument(format!("bad peer address {:?}", s.peer)))?;
+            let local =
+                s.local.parse().map_err(|_| Status::invalid_argument(format!("bad local address {:?}", s.local)))?;
+            let peer =
+                s.peer.parse().map_err(|_| Status::invalid_argument(format!("bad peer address {:?}", s.peer)))?;
             Ok(Claim::Stream { local, peer })
         }
         None => Err(Status::invalid_argument("missing enrollment target (file or stream)")),

@@ -116,11 +116,7 @@ pub fn fd_target(pid: u32, fd: Fd) -> Result<FdTarget, ProcError> {
     if let Some(Ok(inode)) = text.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).map(str::parse) {
         return Ok(FdTarget::Socket(inode));
     }
-    if target.is_absolute() {
-        Ok(FdTarget::Path(target))
-    } else {
-        Ok(FdTarget::Other(text.into_owned()))
-    }
+    if target.is_absolute() { Ok(FdTarget::Path(target)) } else { Ok(FdTarget::Other(text.into_owned())) }
 }
 
 /// The (local, peer) addresses of the TCP socket with this inode, as seen in the network
@@ -196,8 +192,8 @@ impl ExitWatch {
     /// Watches `process`. Fails if it already exited (or its pid now belongs to another
     /// process, detected by the start time read after the pidfd was opened).
     pub fn new(process: ProcessId) -> Result<Self, ProcError> {
-        let pid = rustix::process::Pid::from_raw(process.pid as i32)
-            .ok_or(ProcError::NoSuchProcess { pid: process.pid })?;
+        let pid =
+            rustix::process::Pid::from_raw(process.pid as i32).ok_or(ProcError::NoSuchProcess { pid: process.pid })?;
         let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).map_err(|e| {
             if e == rustix::io::Errno::SRCH {
                 ProcError::NoSuchProcess { pid: process.pid }
@@ -244,10 +240,7 @@ mod tests {
     #[test]
     fn proc_addresses_parse() {
         assert_eq!(parse_proc_addr("0100007F:1F90", false), Some("127.0.0.1:8080".parse().unwrap()));
-        assert_eq!(
-            parse_proc_addr("00000000000000000000000001000000:0050", true),
-            Some("[::1]:80".parse().unwrap())
-        );
+        assert_eq!(parse_proc_addr("00000000000000000000000001000000:0050", true), Some("[::1]:80".parse().unwrap()));
         assert_eq!(parse_proc_addr("zz:1", false), None);
     }
 

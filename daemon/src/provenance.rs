@@ -82,27 +82,16 @@ impl LabelProvenance {
 
     /// `self ∪= source.set ∪ {source_id}`, without `own_id`. Skipped in O(1) when this
     /// version of the source was merged before.
-    pub fn merge(
-        &mut self,
-        own_id: LabelId,
-        source_id: LabelId,
-        source: &LabelProvenance,
-    ) -> Merge {
+    pub fn merge(&mut self, own_id: LabelId, source_id: LabelId, source: &LabelProvenance) -> Merge {
         if self.merged.get(&source_id) == Some(&source.version) {
             return Merge::Skipped;
         }
         self.merged.insert(source_id, source.version);
         // The source set with the source itself inserted, sorted and deduplicated.
         let pos = source.set.partition_point(|x| *x < source_id);
-        let extra: &[LabelId] = if source.set.get(pos) == Some(&source_id) {
-            &[]
-        } else {
-            std::slice::from_ref(&source_id)
-        };
-        let candidates = source.set[..pos]
-            .iter()
-            .chain(extra)
-            .chain(&source.set[pos..]);
+        let extra: &[LabelId] =
+            if source.set.get(pos) == Some(&source_id) { &[] } else { std::slice::from_ref(&source_id) };
+        let candidates = source.set[..pos].iter().chain(extra).chain(&source.set[pos..]);
         let mut incoming: Vec<LabelId> = Vec::new();
         let mut i = 0;
         for &id in candidates {
@@ -168,10 +157,7 @@ pub struct LineageEdge {
     pub bytes: u64,
 }
 
-fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
-    v: &T,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
@@ -194,15 +180,8 @@ impl Lineage {
                 e.bytes = e.bytes.saturating_add(bytes);
             }
             None => {
-                self.edges.insert(
-                    (source, destination),
-                    EdgeStats {
-                        first_us: time_us,
-                        last_us: time_us,
-                        flows: 1,
-                        bytes,
-                    },
-                );
+                self.edges
+                    .insert((source, destination), EdgeStats { first_us: time_us, last_us: time_us, flows: 1, bytes });
                 self.into.entry(destination).or_default().push(source);
             }
         }
@@ -298,19 +277,7 @@ mod tests {
         let mut edges = l.reachable(id(2));
         edges.sort_by_key(|e| (e.0, e.1));
         assert_eq!(edges.len(), 2);
-        assert_eq!(
-            edges[0],
-            (
-                id(0),
-                id(1),
-                EdgeStats {
-                    first_us: 100,
-                    last_us: 200,
-                    flows: 2,
-                    bytes: 15
-                }
-            )
-        );
+        assert_eq!(edges[0], (id(0), id(1), EdgeStats { first_us: 100, last_us: 200, flows: 2, bytes: 15 }));
         assert_eq!(edges[1].2.bytes, 7);
         assert!(l.reachable(id(0)).is_empty());
     }

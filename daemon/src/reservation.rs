@@ -60,18 +60,12 @@ pub struct Claim<K> {
 impl<K> Claim<K> {
     /// A shared claim.
     pub fn read(key: K) -> Self {
-        Self {
-            key,
-            mode: Mode::Read,
-        }
+        Self { key, mode: Mode::Read }
     }
 
     /// An exclusive claim.
     pub fn write(key: K) -> Self {
-        Self {
-            key,
-            mode: Mode::Write,
-        }
+        Self { key, mode: Mode::Write }
     }
 }
 
@@ -126,11 +120,7 @@ struct Table<K> {
 
 impl<K: Ord + Hash + Clone + Debug> Table<K> {
     fn free_now(&self, claims: &[Claim<K>]) -> bool {
-        claims.iter().all(|c| {
-            self.entries
-                .get(&c.key)
-                .is_none_or(|e| e.queue.is_empty() && e.compatible(c.mode))
-        })
+        claims.iter().all(|c| self.entries.get(&c.key).is_none_or(|e| e.queue.is_empty() && e.compatible(c.mode)))
     }
 
     fn take(&mut self, claims: &[Claim<K>]) {
@@ -156,11 +146,9 @@ impl<K: Ord + Hash + Clone + Debug> Table<K> {
     }
 
     fn grantable(&self, id: WaiterId, claims: &[Claim<K>]) -> bool {
-        claims.iter().all(|c| {
-            self.entries
-                .get(&c.key)
-                .is_some_and(|e| e.queue.front() == Some(&id) && e.compatible(c.mode))
-        })
+        claims
+            .iter()
+            .all(|c| self.entries.get(&c.key).is_some_and(|e| e.queue.front() == Some(&id) && e.compatible(c.mode)))
     }
 
     fn dequeue(&mut self, id: WaiterId, claims: &[Claim<K>]) {
@@ -176,10 +164,7 @@ impl<K: Ord + Hash + Clone + Debug> Table<K> {
     fn settle(&mut self, mut work: Vec<K>) {
         let mut seen = Vec::new();
         while let Some(key) = work.pop() {
-            let head = self
-                .entries
-                .get(&key)
-                .and_then(|e| e.queue.front().copied());
+            let head = self.entries.get(&key).and_then(|e| e.queue.front().copied());
             if let Some(id) = head {
                 let claims = match self.waiters.get(&id) {
                     Some(w) if w.wake.is_some() => w.claims.clone(),
@@ -216,12 +201,7 @@ impl<K: Ord + Hash + Clone + Debug> Table<K> {
     fn blocking_key(&self, id: WaiterId, claims: &[Claim<K>]) -> Option<K> {
         claims
             .iter()
-            .find(|c| {
-                !self
-                    .entries
-                    .get(&c.key)
-                    .is_some_and(|e| e.queue.front() == Some(&id) && e.compatible(c.mode))
-            })
+            .find(|c| !self.entries.get(&c.key).is_some_and(|e| e.queue.front() == Some(&id) && e.compatible(c.mode)))
             .or(claims.first())
             .map(|c| c.key.clone())
     }
@@ -235,9 +215,7 @@ pub struct ReservationTable<K> {
 
 impl<K> Clone for ReservationTable<K> {
     fn clone(&self) -> Self {
-        Self {
-            table: self.table.clone(),
-        }
+        Self { table: self.table.clone() }
     }
 }
 
@@ -250,13 +228,7 @@ impl<K: Ord + Hash + Clone + Debug> Default for ReservationTable<K> {
 impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
     /// An empty table.
     pub fn new() -> Self {
-        Self {
-            table: Arc::new(Mutex::new(Table {
-                entries: HashMap::new(),
-                waiters: HashMap::new(),
-                next_waiter: 0,
-            })),
-        }
+        Self { table: Arc::new(Mutex::new(Table { entries: HashMap::new(), waiters: HashMap::new(), next_waiter: 0 })) }
     }
 
     /// Takes all `claims` at once, waiting (FIFO) up to `timeout` for them to become
@@ -273,46 +245,25 @@ impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
             let mut t = self.table.lock();
             if t.free_now(&claims) {
                 t.take(&claims);
-                return Ok(Reservation {
-                    table: self.table.clone(),
-                    claims,
-                });
+                return Ok(Reservation { table: self.table.clone(), claims });
             }
             let id = t.next_waiter;
             t.next_waiter += 1;
             for c in claims.iter() {
-                t.entries
-                    .entry(c.key.clone())
-                    .or_default()
-                    .queue
-                    .push_back(id);
+                t.entries.entry(c.key.clone()).or_default().queue.push_back(id);
             }
             let (tx, rx) = oneshot::channel();
-            t.waiters.insert(
-                id,
-                Waiter {
-                    claims: claims.clone(),
-                    wake: Some(tx),
-                },
-            );
+            t.waiters.insert(id, Waiter { claims: claims.clone(), wake: Some(tx) });
             (id, rx)
         };
-        let mut waiting = Waiting {
-            table: &self.table,
-            id,
-            claims: claims.clone(),
-            finished: false,
-        };
+        let mut waiting = Waiting { table: &self.table, id, claims: claims.clone(), finished: false };
         let _ = tokio::time::timeout(timeout, rx).await;
         let mut t = self.table.lock();
         waiting.finished = true;
         let granted = t.waiters.get(&id).is_some_and(|w| w.wake.is_none());
         if granted {
             t.waiters.remove(&id);
-            return Ok(Reservation {
-                table: self.table.clone(),
-                claims,
-            });
+            return Ok(Reservation { table: self.table.clone(), claims });
         }
         let key = t.blocking_key(id, &claims);
         t.waiters.remove(&id);
@@ -321,10 +272,7 @@ impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
         match key {
             Some(key) => Err(Busy { key }),
             // Only an empty claim set has no key, and it never waits.
-            None => Ok(Reservation {
-                table: self.table.clone(),
-                claims,
-            }),
+            None => Ok(Reservation { table: self.table.clone(), claims }),
         }
     }
 
@@ -417,16 +365,12 @@ mod tests {
     const SHORT: Duration = Duration::from_millis(50);
 
     fn res(path: &str) -> LocalizedResource {
-        Resource::file(path)
-            .unwrap()
-            .at(&NodeId::new("n1").unwrap())
+        Resource::file(path).unwrap().at(&NodeId::new("n1").unwrap())
     }
 
     /// Fails the test instead of hanging.
     async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(20), f)
-            .await
-            .expect("timed out")
+        tokio::time::timeout(Duration::from_secs(20), f).await.expect("timed out")
     }
 
     async fn until(mut cond: impl FnMut() -> bool) {
@@ -440,13 +384,7 @@ mod tests {
 
     #[test]
     fn claims_are_sorted_and_deduplicated() {
-        let c = normalize([
-            Claim::read(3),
-            Claim::write(1),
-            Claim::write(3),
-            Claim::read(1),
-            Claim::read(2),
-        ]);
+        let c = normalize([Claim::read(3), Claim::write(1), Claim::write(3), Claim::read(1), Claim::read(2)]);
         assert_eq!(&*c, &[Claim::write(1), Claim::read(2), Claim::write(3)]);
     }
 
@@ -454,29 +392,14 @@ mod tests {
     async fn readers_share_writer_excludes() {
         let t = ReservationTable::new();
         let a = res("/a");
-        let r1 = within(t.acquire([Claim::read(a.clone())], LONG))
-            .await
-            .unwrap();
-        let _r2 = within(t.acquire([Claim::read(a.clone())], LONG))
-            .await
-            .unwrap();
-        let busy = t
-            .acquire([Claim::write(a.clone())], SHORT)
-            .await
-            .unwrap_err();
+        let r1 = within(t.acquire([Claim::read(a.clone())], LONG)).await.unwrap();
+        let _r2 = within(t.acquire([Claim::read(a.clone())], LONG)).await.unwrap();
+        let busy = t.acquire([Claim::write(a.clone())], SHORT).await.unwrap_err();
         assert_eq!(busy.key, a);
         drop(r1);
         drop(_r2);
-        let w = within(t.acquire([Claim::write(a.clone())], LONG))
-            .await
-            .unwrap();
-        assert_eq!(
-            t.acquire([Claim::read(a.clone())], SHORT)
-                .await
-                .unwrap_err()
-                .key,
-            a
-        );
+        let w = within(t.acquire([Claim::write(a.clone())], LONG)).await.unwrap();
+        assert_eq!(t.acquire([Claim::read(a.clone())], SHORT).await.unwrap_err().key, a);
         drop(w);
         assert!(t.is_empty());
     }
@@ -486,10 +409,7 @@ mod tests {
         let t = ReservationTable::new();
         let (a, b) = (res("/a"), res("/b"));
         let _w = t.acquire([Claim::write(b.clone())], LONG).await.unwrap();
-        let busy = t
-            .acquire([Claim::read(a.clone()), Claim::write(b.clone())], SHORT)
-            .await
-            .unwrap_err();
+        let busy = t.acquire([Claim::read(a.clone()), Claim::write(b.clone())], SHORT).await.unwrap_err();
         assert_eq!(busy.key, b);
         assert_eq!(t.waiting(), 0);
         drop(_w);
@@ -550,11 +470,7 @@ mod tests {
         let (a, b) = (res("/a"), res("/b"));
         let w = t.acquire([Claim::write(a.clone())], LONG).await.unwrap();
         let pending = t.acquire([Claim::write(a.clone()), Claim::read(b.clone())], LONG);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(10), pending)
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(10), pending).await.is_err());
         assert_eq!(t.waiting(), 0);
         assert_eq!(t.len(), 1, "only the held key remains");
         // b was never held: it is free, and a is free once the guard drops.
@@ -568,10 +484,7 @@ mod tests {
         let t = ReservationTable::new();
         let (a, b) = (res("/a"), res("/b"));
         let wb = t.acquire([Claim::write(b.clone())], LONG).await.unwrap();
-        let busy = t
-            .acquire([Claim::write(a.clone()), Claim::write(b.clone())], SHORT)
-            .await
-            .unwrap_err();
+        let busy = t.acquire([Claim::write(a.clone()), Claim::write(b.clone())], SHORT).await.unwrap_err();
         assert_eq!(busy.key, b);
         // a was not held while waiting for b.
         drop(t.acquire([Claim::write(a.clone())], SHORT).await.unwrap());
@@ -583,15 +496,12 @@ mod tests {
     async fn random_concurrent_claims_keep_the_rw_invariant() {
         const KEYS: usize = 6;
         let t: ReservationTable<usize> = ReservationTable::new();
-        let readers: Arc<Vec<AtomicUsize>> =
-            Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
-        let writers: Arc<Vec<AtomicUsize>> =
-            Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
+        let readers: Arc<Vec<AtomicUsize>> = Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
+        let writers: Arc<Vec<AtomicUsize>> = Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
         let granted = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for seed in 0..16u64 {
-            let (t, readers, writers, granted) =
-                (t.clone(), readers.clone(), writers.clone(), granted.clone());
+            let (t, readers, writers, granted) = (t.clone(), readers.clone(), writers.clone(), granted.clone());
             tasks.push(tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
                 for _ in 0..40 {
@@ -599,11 +509,7 @@ mod tests {
                     let claims: Vec<Claim<usize>> = (0..n)
                         .map(|_| Claim {
                             key: rng.random_range(0..KEYS),
-                            mode: if rng.random_bool(0.5) {
-                                Mode::Read
-                            } else {
-                                Mode::Write
-                            },
+                            mode: if rng.random_bool(0.5) { Mode::Read } else { Mode::Write },
                         })
                         .collect();
                     let hold = Duration::from_micros(rng.random_range(0..1500));

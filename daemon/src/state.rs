@@ -10,9 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use trace2e_proto::{
-    Confidentiality, Fd, IntegrityLevel, LocalizedResource, NodeId, ProcessId, Resource,
-};
+use trace2e_proto::{Confidentiality, Fd, IntegrityLevel, LocalizedResource, NodeId, ProcessId, Resource};
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::enrollment::{Enrollments, ProcessRecord};
@@ -263,15 +261,11 @@ impl State {
     }
 
     fn label_mut(&mut self, id: LabelId) -> Result<&mut Label, StateError> {
-        self.labels
-            .get_mut(id.index())
-            .ok_or(StateError::UnknownLabel(id))
+        self.labels.get_mut(id.index()).ok_or(StateError::UnknownLabel(id))
     }
 
     fn check(&self, id: LabelId) -> Result<(), StateError> {
-        self.label(id)
-            .map(|_| ())
-            .ok_or(StateError::UnknownLabel(id))
+        self.label(id).map(|_| ()).ok_or(StateError::UnknownLabel(id))
     }
 
     /// Applies one change: the only way this state changes. A change that returns an
@@ -291,34 +285,15 @@ impl State {
                     process: None,
                 });
             }
-            Change::Attach {
-                process,
-                label,
-                exe,
-                exe_label,
-                uid,
-            } => {
+            Change::Attach { process, label, exe, exe_label, uid } => {
                 self.check(exe_label)?;
                 let l = self.label_mut(label)?;
-                l.process = Some(ProcessAttributes {
-                    exe: exe.clone(),
-                    exe_label,
-                });
-                self.enrollments.attach(
-                    process,
-                    ProcessRecord {
-                        label,
-                        exe,
-                        exe_label,
-                        uid,
-                    },
-                );
+                l.process = Some(ProcessAttributes { exe: exe.clone(), exe_label });
+                self.enrollments.attach(process, ProcessRecord { label, exe, exe_label, uid });
                 self.epoch += 1;
             }
             Change::Detach { process } => {
-                self.enrollments
-                    .detach(process)
-                    .ok_or(StateError::UnknownProcess(process))?;
+                self.enrollments.detach(process).ok_or(StateError::UnknownProcess(process))?;
             }
             Change::Enroll { process, fd, label } => {
                 self.check(label)?;
@@ -328,15 +303,9 @@ impl State {
                 self.enrollments.enroll(process, fd, label);
             }
             Change::Unenroll { process, fd } => {
-                self.enrollments
-                    .unenroll(process, fd)
-                    .ok_or(StateError::NotEnrolled { process, fd })?;
+                self.enrollments.unenroll(process, fd).ok_or(StateError::NotEnrolled { process, fd })?;
             }
-            Change::SetPolicy {
-                label,
-                confidentiality,
-                integrity,
-            } => {
+            Change::SetPolicy { label, confidentiality, integrity } => {
                 let l = self.label_mut(label)?;
                 if l.policy.deleted {
                     return Err(StateError::Deleted(l.resource.clone()));
@@ -361,11 +330,7 @@ impl State {
                 l.policy.consent = enforce;
                 self.epoch += 1;
             }
-            Change::ConsentDecision {
-                source,
-                destination,
-                grant,
-            } => {
+            Change::ConsentDecision { source, destination, grant } => {
                 self.check(source)?;
                 if let ConsentKey::Resource(d) = &destination {
                     self.check(*d)?;
@@ -373,12 +338,7 @@ impl State {
                 self.consent.insert((source, destination), grant);
                 self.epoch += 1;
             }
-            Change::Flow {
-                source,
-                destination,
-                bytes,
-                time_us,
-            } => {
+            Change::Flow { source, destination, bytes, time_us } => {
                 self.check(source)?;
                 self.check(destination)?;
                 if source != destination {
@@ -440,10 +400,7 @@ mod tests {
         assert_eq!((a.index(), b.index()), (0, 1));
         assert_eq!(s.resource(b).unwrap().to_string(), "file:///b@n1");
         let dup = s.resource(a).unwrap().clone();
-        assert!(matches!(
-            s.apply(Change::Intern(dup)),
-            Err(StateError::AlreadyInterned(_))
-        ));
+        assert!(matches!(s.apply(Change::Intern(dup)), Err(StateError::AlreadyInterned(_))));
     }
 
     #[test]
@@ -451,109 +408,43 @@ mod tests {
         let mut s = State::new(n1());
         let a = file(&mut s, "/a");
         let e0 = s.epoch();
-        s.apply(Change::SetPolicy {
-            label: a,
-            confidentiality: None,
-            integrity: Some(IntegrityLevel(2)),
-        })
-        .unwrap();
+        s.apply(Change::SetPolicy { label: a, confidentiality: None, integrity: Some(IntegrityLevel(2)) }).unwrap();
         assert!(s.epoch() > e0);
         s.apply(Change::Delete { label: a }).unwrap();
         s.apply(Change::Delete { label: a }).unwrap();
-        let err = s
-            .apply(Change::SetPolicy {
-                label: a,
-                confidentiality: None,
-                integrity: None,
-            })
-            .unwrap_err();
+        let err = s.apply(Change::SetPolicy { label: a, confidentiality: None, integrity: None }).unwrap_err();
         assert!(matches!(err, StateError::Deleted(_)));
-        assert_eq!(
-            s.label(a).unwrap().policy.integrity,
-            Some(IntegrityLevel(2))
-        );
+        assert_eq!(s.label(a).unwrap().policy.integrity, Some(IntegrityLevel(2)));
     }
 
     #[test]
     fn flows_merge_provenance_and_lineage() {
         let mut s = State::new(n1());
         let (f1, p, f2) = (file(&mut s, "/f1"), file(&mut s, "/p"), file(&mut s, "/f2"));
-        s.apply(Change::Flow {
-            source: f1,
-            destination: p,
-            bytes: 3,
-            time_us: 1,
-        })
-        .unwrap();
-        s.apply(Change::Flow {
-            source: p,
-            destination: f2,
-            bytes: 4,
-            time_us: 2,
-        })
-        .unwrap();
+        s.apply(Change::Flow { source: f1, destination: p, bytes: 3, time_us: 1 }).unwrap();
+        s.apply(Change::Flow { source: p, destination: f2, bytes: 4, time_us: 2 }).unwrap();
         // Destination before source in id order as well.
-        s.apply(Change::Flow {
-            source: f2,
-            destination: f1,
-            bytes: 1,
-            time_us: 3,
-        })
-        .unwrap();
+        s.apply(Change::Flow { source: f2, destination: f1, bytes: 1, time_us: 3 }).unwrap();
         assert_eq!(s.label(f2).unwrap().provenance.labels(), &[f1, p]);
         assert_eq!(s.label(f1).unwrap().provenance.labels(), &[p, f2]);
         assert_eq!(s.lineage().len(), 3);
         let bad = LabelId::from_index(99).unwrap();
-        assert!(
-            s.apply(Change::Flow {
-                source: bad,
-                destination: p,
-                bytes: 0,
-                time_us: 0
-            })
-            .is_err()
-        );
+        assert!(s.apply(Change::Flow { source: bad, destination: p, bytes: 0, time_us: 0 }).is_err());
     }
 
     #[test]
     fn enrollment_requires_an_attached_process() {
         let mut s = State::new(n1());
         let f = file(&mut s, "/f");
-        let process = ProcessId {
-            pid: 1,
-            starttime: 1,
-        };
-        let err = s
-            .apply(Change::Enroll {
-                process,
-                fd: Fd(3),
-                label: f,
-            })
-            .unwrap_err();
+        let process = ProcessId { pid: 1, starttime: 1 };
+        let err = s.apply(Change::Enroll { process, fd: Fd(3), label: f }).unwrap_err();
         assert_eq!(err, StateError::UnknownProcess(process));
         let pl = s.intern(&Resource::Process(process).at(&n1())).unwrap();
-        let el = s
-            .intern(&Resource::Executable("/bin/x".into()).at(&n1()))
-            .unwrap();
-        s.apply(Change::Attach {
-            process,
-            label: pl,
-            exe: "/bin/x".into(),
-            exe_label: el,
-            uid: 0,
-        })
-        .unwrap();
-        s.apply(Change::Enroll {
-            process,
-            fd: Fd(3),
-            label: f,
-        })
-        .unwrap();
+        let el = s.intern(&Resource::Executable("/bin/x".into()).at(&n1())).unwrap();
+        s.apply(Change::Attach { process, label: pl, exe: "/bin/x".into(), exe_label: el, uid: 0 }).unwrap();
+        s.apply(Change::Enroll { process, fd: Fd(3), label: f }).unwrap();
         assert_eq!(s.enrollments().resource(process, Fd(3)), Some(f));
         s.apply(Change::Detach { process }).unwrap();
-        assert_eq!(
-            s.label(pl).unwrap().process.as_ref().unwrap().exe,
-            PathBuf::from("/bin/x")
-        );
+        assert_eq!(s.label(pl).unwrap().process.as_ref().unwrap().exe, PathBuf::from("/bin/x"));
     }
 }

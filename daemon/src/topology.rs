@@ -38,11 +38,7 @@ impl Topology {
     /// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is treated as the IPv4 address.
     pub fn owner(&self, ip: IpAddr) -> Owner {
         let ip = ip.to_canonical();
-        if self.addresses.iter().any(|a| a.to_canonical() == ip) {
-            Owner::Local
-        } else {
-            Owner::External
-        }
+        if self.addresses.iter().any(|a| a.to_canonical() == ip) { Owner::Local } else { Owner::External }
     }
 }
 
@@ -53,11 +49,7 @@ mod tests {
     fn topology() -> Topology {
         Topology::new(
             NodeId::new("n1").unwrap(),
-            vec![
-                "10.0.0.1".parse().unwrap(),
-                "::ffff:10.0.0.2".parse().unwrap(),
-                "fd00::1".parse().unwrap(),
-            ],
+            vec!["10.0.0.1".parse().unwrap(), "::ffff:10.0.0.2".parse().unwrap(), "fd00::1".parse().unwrap()],
         )
     }
 

@@ -31,16 +31,9 @@ impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("o2m.sock");
-        let topology = Topology {
-            node: NodeId::new("node-a").unwrap(),
-            addresses: vec![IpAddr::from([127, 0, 0, 1])],
-        };
+        let topology = Topology { node: NodeId::new("node-a").unwrap(), addresses: vec![IpAddr::from([127, 0, 0, 1])] };
         let engine = Arc::new(Engine::new(EngineConfig::new(topology)));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = {
             let _guard = runtime.enter();
             UnixListener::bind(&socket).unwrap()
@@ -50,21 +43,13 @@ impl Server {
                 .add_service(operator::server(engine))
                 .serve_with_incoming(UnixListenerStream::new(listener)),
         );
-        Self {
-            dir,
-            socket,
-            _runtime: runtime,
-        }
+        Self { dir, socket, _runtime: runtime }
     }
 
     /// Runs `trace2e --socket SOCKET ARGS…` in the server's directory.
     fn run(&self, args: &[&str]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trace2e"));
-        command
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .current_dir(self.dir.path());
+        command.arg("--socket").arg(&self.socket).args(args).current_dir(self.dir.path());
         run(command)
     }
 
@@ -102,10 +87,7 @@ fn run_with(mut command: Command, socket_env: Option<&Path>) -> Run {
         Some(socket) => command.env("TRACE2E_O2M_SOCKET", socket),
         None => command.env_remove("TRACE2E_O2M_SOCKET"),
     };
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = command.spawn().unwrap();
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
@@ -130,10 +112,7 @@ fn run_with(mut command: Command, socket_env: Option<&Path>) -> Run {
 fn status_names_the_node() {
     let server = Server::start();
     let out = server.run(&["status"]).ok();
-    assert!(
-        out.stdout.starts_with("node           node-a\n"),
-        "{out:#?}"
-    );
+    assert!(out.stdout.starts_with("node           node-a\n"), "{out:#?}");
     let v = server.run(&["status", "--format", "json"]).ok().json();
     assert_eq!(v["node"], "node-a");
     assert_eq!(v["addresses"][0], "127.0.0.1");
@@ -142,34 +121,11 @@ fn status_names_the_node() {
 #[test]
 fn policy_set_then_get() {
     let server = Server::start();
-    let out = server
-        .run(&[
-            "policy",
-            "set",
-            "file:///data/x",
-            "--confidentiality",
-            "secret",
-            "--integrity",
-            "2",
-        ])
-        .ok();
-    assert!(
-        out.stdout
-            .ends_with("\nfile:///data/x  secret           2          no       no\n"),
-        "{out:#?}"
-    );
+    let out = server.run(&["policy", "set", "file:///data/x", "--confidentiality", "secret", "--integrity", "2"]).ok();
+    assert!(out.stdout.ends_with("\nfile:///data/x  secret           2          no       no\n"), "{out:#?}");
 
-    let v = server
-        .run(&[
-            "policy",
-            "get",
-            "file:///data/x",
-            "file:///data/other@node-a",
-            "--format",
-            "json",
-        ])
-        .ok()
-        .json();
+    let v =
+        server.run(&["policy", "get", "file:///data/x", "file:///data/other@node-a", "--format", "json"]).ok().json();
     assert_eq!(
         v,
         serde_json::json!({"policies": [
@@ -179,24 +135,14 @@ fn policy_set_then_get() {
     );
 
     // Only one field changes.
-    server
-        .run(&["policy", "set", "file:///data/x", "--integrity", "5"])
-        .ok();
-    let v = server
-        .run(&["policy", "get", "file:///data/x", "--format", "json"])
-        .ok()
-        .json();
+    server.run(&["policy", "set", "file:///data/x", "--integrity", "5"]).ok();
+    let v = server.run(&["policy", "get", "file:///data/x", "--format", "json"]).ok().json();
     assert_eq!(v["policies"][0]["confidentiality"], "secret");
     assert_eq!(v["policies"][0]["integrity"], 5);
 
     // Executables hold policies too.
-    let out = server
-        .run(&["policy", "set", "exe:///usr/bin/server", "--integrity", "3"])
-        .ok();
-    assert!(
-        out.stdout.contains("\nexe:///usr/bin/server  public"),
-        "{out:#?}"
-    );
+    let out = server.run(&["policy", "set", "exe:///usr/bin/server", "--integrity", "3"]).ok();
+    assert!(out.stdout.contains("\nexe:///usr/bin/server  public"), "{out:#?}");
 }
 
 #[test]
@@ -204,14 +150,9 @@ fn plain_paths_are_canonical_files() {
     let server = Server::start();
     std::fs::write(server.path("report.txt"), b"data").unwrap();
     // Relative to the CLI's working directory (the server's temporary directory).
-    server
-        .run(&["policy", "set", "./report.txt", "--integrity", "4"])
-        .ok();
+    server.run(&["policy", "set", "./report.txt", "--integrity", "4"]).ok();
     let id = format!("file://{}", server.path("report.txt").display());
-    let v = server
-        .run(&["policy", "get", &id, "--format", "json"])
-        .ok()
-        .json();
+    let v = server.run(&["policy", "get", &id, "--format", "json"]).ok().json();
     assert_eq!(v["policies"][0]["resource"], format!("{id}@node-a"));
     assert_eq!(v["policies"][0]["integrity"], 4);
 }
@@ -221,10 +162,7 @@ fn delete_marks_the_resource_deleted() {
     let server = Server::start();
     let out = server.run(&["delete", "file:///data/cv.txt"]).ok();
     assert_eq!(out.stdout, "deleted file:///data/cv.txt\n");
-    let v = server
-        .run(&["policy", "get", "file:///data/cv.txt", "--format", "json"])
-        .ok()
-        .json();
+    let v = server.run(&["policy", "get", "file:///data/cv.txt", "--format", "json"]).ok().json();
     assert_eq!(v["policies"][0]["deleted"], true);
 }
 
@@ -233,57 +171,24 @@ fn provenance_of_an_unknown_file_is_empty() {
     let server = Server::start();
     let out = server.run(&["provenance", "gone.txt"]).ok();
     let id = format!("file://{}@node-a", server.path("gone.txt").display());
-    assert_eq!(
-        out.stdout,
-        format!("{id}\nprovenance: none\nlineage: none\n")
-    );
-    assert!(
-        out.stderr.contains("note: gone.txt does not exist here"),
-        "{out:#?}"
-    );
-    let v = server
-        .run(&["provenance", "gone.txt", "--format", "json"])
-        .ok()
-        .json();
-    assert_eq!(
-        v,
-        serde_json::json!({"resource": id, "provenance": [], "lineage": []})
-    );
+    assert_eq!(out.stdout, format!("{id}\nprovenance: none\nlineage: none\n"));
+    assert!(out.stderr.contains("note: gone.txt does not exist here"), "{out:#?}");
+    let v = server.run(&["provenance", "gone.txt", "--format", "json"]).ok().json();
+    assert_eq!(v, serde_json::json!({"resource": id, "provenance": [], "lineage": []}));
 }
 
 #[test]
 fn audit_lists_operator_changes() {
     let server = Server::start();
-    server
-        .run(&["policy", "set", "file:///data/x", "--integrity", "1"])
-        .ok();
+    server.run(&["policy", "set", "file:///data/x", "--integrity", "1"]).ok();
     server.run(&["delete", "file:///data/y"]).ok();
     let v = server.run(&["audit", "--format", "json"]).ok().json();
     let records = v["records"].as_array().unwrap();
-    assert!(
-        records
-            .iter()
-            .any(|r| r["source"] == "file:///data/x@node-a"),
-        "{v:#}"
-    );
-    assert!(
-        records
-            .iter()
-            .all(|r| r["seq"].is_u64() && r["time"].is_string()),
-        "{v:#}"
-    );
-    let v = server
-        .run(&["audit", "--resource", "file:///data/y", "--format", "json"])
-        .ok()
-        .json();
+    assert!(records.iter().any(|r| r["source"] == "file:///data/x@node-a"), "{v:#}");
+    assert!(records.iter().all(|r| r["seq"].is_u64() && r["time"].is_string()), "{v:#}");
+    let v = server.run(&["audit", "--resource", "file:///data/y", "--format", "json"]).ok().json();
     let records = v["records"].as_array().unwrap();
-    assert!(
-        !records.is_empty()
-            && records
-                .iter()
-                .all(|r| r["source"] == "file:///data/y@node-a"),
-        "{v:#}"
-    );
+    assert!(!records.is_empty() && records.iter().all(|r| r["source"] == "file:///data/y@node-a"), "{v:#}");
     let out = server.run(&["audit", "--decision", "denied"]).ok();
     assert_eq!(out.stdout, "no audit records\n");
     let out = server.run(&["audit", "--limit", "1"]).ok();
@@ -293,43 +198,17 @@ fn audit_lists_operator_changes() {
 #[test]
 fn consent_commands() {
     let server = Server::start();
-    let out = server
-        .run(&["consent", "enforce", "file:///data/cv.txt"])
-        .ok();
+    let out = server.run(&["consent", "enforce", "file:///data/cv.txt"]).ok();
     assert_eq!(out.stdout, "consent enforced on file:///data/cv.txt\n");
-    let v = server
-        .run(&["policy", "get", "file:///data/cv.txt", "--format", "json"])
-        .ok()
-        .json();
+    let v = server.run(&["policy", "get", "file:///data/cv.txt", "--format", "json"]).ok().json();
     assert_eq!(v["policies"][0]["consent"], true);
     let out = server.run(&["consent", "list"]).ok();
     assert_eq!(out.stdout, "no pending consent requests\n");
-    let out = server
-        .run(&[
-            "consent",
-            "decide",
-            "file:///data/cv.txt",
-            "node:node-b",
-            "--grant",
-        ])
-        .ok();
+    let out = server.run(&["consent", "decide", "file:///data/cv.txt", "node:node-b", "--grant"]).ok();
     assert_eq!(out.stdout, "granted: file:///data/cv.txt → node:node-b\n");
-    server
-        .run(&[
-            "consent",
-            "decide",
-            "file:///data/cv.txt",
-            "file:///in@node-b",
-            "--deny",
-        ])
-        .ok();
-    server
-        .run(&["consent", "enforce", "file:///data/cv.txt", "--off"])
-        .ok();
-    let v = server
-        .run(&["policy", "get", "file:///data/cv.txt", "--format", "json"])
-        .ok()
-        .json();
+    server.run(&["consent", "decide", "file:///data/cv.txt", "file:///in@node-b", "--deny"]).ok();
+    server.run(&["consent", "enforce", "file:///data/cv.txt", "--off"]).ok();
+    let v = server.run(&["policy", "get", "file:///data/cv.txt", "--format", "json"]).ok().json();
     assert_eq!(v["policies"][0]["consent"], false);
 }
 
@@ -339,9 +218,7 @@ fn another_nodes_resource_is_refused() {
     let out = server.run(&["policy", "set", "file:///data/x@node-b", "--integrity", "1"]);
     assert_eq!(out.code, Some(1), "{out:#?}");
     assert!(
-        out.stderr.starts_with(
-            "trace2e: resource file:///data/x@node-b belongs to node node-b; ask that node"
-        ),
+        out.stderr.starts_with("trace2e: resource file:///data/x@node-b belongs to node node-b; ask that node"),
         "{out:#?}"
     );
     assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");

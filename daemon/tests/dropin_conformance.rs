@@ -80,10 +80,7 @@ macro_rules! conformance_body {
         c.read_to_string(&mut echoed).unwrap();
         log.push(format!("echo: {echoed:?}, server got {}", server.join().unwrap()));
         log.push(format!("after eof: {:?}", c.read(&mut buf).unwrap()));
-        log.push(format!(
-            "refused: {:?}",
-            net::TcpStream::connect(addr).map(|_| ()).map_err(|e| e.kind())
-        ));
+        log.push(format!("refused: {:?}", net::TcpStream::connect(addr).map(|_| ()).map_err(|e| e.kind())));
         log
     }};
 }

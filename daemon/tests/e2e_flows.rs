@@ -170,7 +170,8 @@ fn audit_trail_lists_grants_and_denials_with_reasons() {
             .records
     });
     let granted_read = records.iter().any(|r| r.kind == "request" && r.direction == "read" && r.result == "granted");
-    let denied_read = records.iter().any(|r| r.kind == "request" && r.result == "denied" && r.reason.contains("deletion"));
+    let denied_read =
+        records.iter().any(|r| r.kind == "request" && r.result == "denied" && r.reason.contains("deletion"));
     assert!(granted_read, "{records:#?}");
     assert!(denied_read, "{records:#?}");
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();

@@ -17,7 +17,9 @@ async fn p2m_client(socket: &std::path::Path) -> P2mClient<tonic::transport::Cha
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
         .unwrap();
@@ -129,7 +131,10 @@ fn garbage_and_oversized_messages_get_errors_and_the_daemon_keeps_serving() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::InvalidArgument),
+            matches!(
+                err.code(),
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::InvalidArgument
+            ),
             "{err:?}"
         );
         // Malformed: no target, unknown direction, grant 0, unknown fd.

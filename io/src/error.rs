@@ -65,11 +65,7 @@ impl Denied {
 impl fmt::Display for Denied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = &self.denial;
-        write!(
-            f,
-            "trace2e: {} denied by the {} policy on {}: {}",
-            self.direction, d.policy, d.resource, d.reason
-        )
+        write!(f, "trace2e: {} denied by the {} policy on {}: {}", self.direction, d.policy, d.resource, d.reason)
     }
 }
 
@@ -120,22 +116,13 @@ pub struct DaemonUnavailable {
 }
 
 impl DaemonUnavailable {
-    pub(crate) fn new(
-        kind: UnavailableKind,
-        operation: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
-        Self {
-            kind,
-            operation,
-            detail: detail.into(),
-        }
+    pub(crate) fn new(kind: UnavailableKind, operation: &'static str, detail: impl Into<String>) -> Self {
+        Self { kind, operation, detail: detail.into() }
     }
 
     /// The `DaemonUnavailable` inside `err`, if there is one.
     pub fn of(err: &io::Error) -> Option<&DaemonUnavailable> {
-        err.get_ref()
-            .and_then(|e| e.downcast_ref::<DaemonUnavailable>())
+        err.get_ref().and_then(|e| e.downcast_ref::<DaemonUnavailable>())
     }
 
     /// What went wrong.
@@ -156,11 +143,7 @@ impl DaemonUnavailable {
 
 impl fmt::Display for DaemonUnavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "trace2e daemon {} during {}: {}",
-            self.kind, self.operation, self.detail
-        )
+        write!(f, "trace2e daemon {} during {}: {}", self.kind, self.operation, self.detail)
     }
 }
 
@@ -181,9 +164,7 @@ mod tests {
     fn denied_is_permission_denied_and_downcasts() {
         let denial = Denial {
             policy: PolicyKind::Confidentiality,
-            resource: Resource::file("/data/cv.txt")
-                .unwrap()
-                .at(&NodeId::new("node-a").unwrap()),
+            resource: Resource::file("/data/cv.txt").unwrap().at(&NodeId::new("node-a").unwrap()),
             reason: "secret data may not leave node-a".into(),
         };
         let err: io::Error = Denied::new(Direction::Write, denial.clone()).into();
@@ -200,20 +181,10 @@ mod tests {
 
     #[test]
     fn unavailable_is_not_connected_and_downcasts() {
-        let err: io::Error = DaemonUnavailable::new(
-            UnavailableKind::Unreachable,
-            "enroll",
-            "/run/x.sock: no such file",
-        )
-        .into();
+        let err: io::Error =
+            DaemonUnavailable::new(UnavailableKind::Unreachable, "enroll", "/run/x.sock: no such file").into();
         assert_eq!(err.kind(), io::ErrorKind::NotConnected);
-        assert_eq!(
-            DaemonUnavailable::of(&err).unwrap().kind(),
-            UnavailableKind::Unreachable
-        );
-        assert_eq!(
-            err.to_string(),
-            "trace2e daemon unreachable during enroll: /run/x.sock: no such file"
-        );
+        assert_eq!(DaemonUnavailable::of(&err).unwrap().kind(), UnavailableKind::Unreachable);
+        assert_eq!(err.to_string(), "trace2e daemon unreachable during enroll: /run/x.sock: no such file");
     }
 }

@@ -27,9 +27,9 @@ use crate::mediation::Enrollment;
 use crate::transport::Target;
 
 pub use std::fs::{
-    DirBuilder, DirEntry, FileTimes, FileType, Metadata, Permissions, ReadDir, canonicalize,
-    create_dir, create_dir_all, exists, hard_link, metadata, read_dir, read_link, remove_dir,
-    remove_dir_all, remove_file, rename, set_permissions, symlink_metadata,
+    DirBuilder, DirEntry, FileTimes, FileType, Metadata, Permissions, ReadDir, canonicalize, create_dir,
+    create_dir_all, exists, hard_link, metadata, read_dir, read_link, remove_dir, remove_dir_all, remove_file, rename,
+    set_permissions, symlink_metadata,
 };
 
 /// Replaces [`std::fs::File`]: an open file whose reads and writes are mediated.
@@ -62,21 +62,13 @@ impl File {
     /// Replaces [`std::fs::File::create`]: opens write-only, creating or truncating, then
     /// enrolls. Truncating a non-empty file is a write flow (see [`OpenOptions::truncate`]).
     pub fn create<P: AsRef<Path>>(path: P) -> io::Result<File> {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
+        OpenOptions::new().write(true).create(true).truncate(true).open(path)
     }
 
     /// Replaces [`std::fs::File::create_new`]: opens read-write, failing if the file
     /// exists, then enrolls.
     pub fn create_new<P: AsRef<Path>>(path: P) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
+        OpenOptions::new().read(true).write(true).create_new(true).open(path)
     }
 
     /// Replaces [`std::fs::File::options`].
@@ -90,10 +82,7 @@ impl File {
     /// a path (a pipe, a socket).
     pub fn from_std(file: std::fs::File) -> io::Result<File> {
         let enrollment = Enrollment::file(file.as_fd())?;
-        Ok(File {
-            enrollment,
-            inner: file,
-        })
+        Ok(File { enrollment, inner: file })
     }
 
     /// Unwraps the std file. **An escape**: the descriptor is unenrolled and I/O through
@@ -120,9 +109,7 @@ impl File {
     /// Replaces [`std::fs::File::set_len`]: a write flow of 0 bytes, since it changes the
     /// content.
     pub fn set_len(&self, size: u64) -> io::Result<()> {
-        self.enrollment
-            .flow(Direction::Write, || self.inner.set_len(size).map(|()| 0))
-            .map(drop)
+        self.enrollment.flow(Direction::Write, || self.inner.set_len(size).map(|()| 0)).map(drop)
     }
 
     /// Replaces [`std::fs::File::sync_all`] (not mediated).
@@ -162,16 +149,11 @@ impl File {
 /// `hint` up front (as std's `File` does) and each read fills all the spare capacity, so
 /// that a whole file costs two flows (its data, then end of file) instead of the default
 /// implementation's adaptive 8 KiB, 16 KiB, ... reads.
-fn read_to_end_sized(
-    mut reader: impl Read,
-    buf: &mut Vec<u8>,
-    hint: Option<usize>,
-) -> io::Result<usize> {
+fn read_to_end_sized(mut reader: impl Read, buf: &mut Vec<u8>, hint: Option<usize>) -> io::Result<usize> {
     const PROBE: usize = 32;
     let start = buf.len();
     if let Some(hint) = hint {
-        buf.try_reserve(hint)
-            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+        buf.try_reserve(hint).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
     }
     loop {
         if buf.len() == buf.capacity() {
@@ -184,8 +166,7 @@ fn read_to_end_sized(
                 Err(e) => return Err(e),
             }
             let grow = buf.capacity().max(8 * 1024);
-            buf.try_reserve(grow)
-                .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+            buf.try_reserve(grow).map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
             continue;
         }
         let len = buf.len();
@@ -209,14 +190,12 @@ fn read_to_end_sized(
 impl Read for &File {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let inner = &self.inner;
-        self.enrollment
-            .flow(Direction::Read, || (&*inner).read(buf))
+        self.enrollment.flow(Direction::Read, || (&*inner).read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         let inner = &self.inner;
-        self.enrollment
-            .flow(Direction::Read, || (&*inner).read_vectored(bufs))
+        self.enrollment.flow(Direction::Read, || (&*inner).read_vectored(bufs))
     }
 
     /// One flow per chunk read; the buffer is first sized to the file, as std does, so a
@@ -231,12 +210,8 @@ impl Read for &File {
         let mut bytes = Vec::new();
         let hint = self.remaining_hint();
         read_to_end_sized(self, &mut bytes, hint)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
-            )
-        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))?;
         buf.push_str(&text);
         Ok(text.len())
     }
@@ -263,14 +238,12 @@ impl Read for File {
 impl Write for &File {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let inner = &self.inner;
-        self.enrollment
-            .flow(Direction::Write, || (&*inner).write(buf))
+        self.enrollment.flow(Direction::Write, || (&*inner).write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let inner = &self.inner;
-        self.enrollment
-            .flow(Direction::Write, || (&*inner).write_vectored(bufs))
+        self.enrollment.flow(Direction::Write, || (&*inner).write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -306,13 +279,11 @@ impl Seek for File {
 
 impl std::os::unix::fs::FileExt for File {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.enrollment
-            .flow(Direction::Read, || self.inner.read_at(buf, offset))
+        self.enrollment.flow(Direction::Read, || self.inner.read_at(buf, offset))
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        self.enrollment
-            .flow(Direction::Write, || self.inner.write_at(buf, offset))
+        self.enrollment.flow(Direction::Write, || self.inner.write_at(buf, offset))
     }
 }
 
@@ -370,13 +341,7 @@ impl OpenOptions {
     /// Replaces [`std::fs::OpenOptions::new`].
     #[allow(clippy::new_without_default)] // std has no Default either
     pub fn new() -> Self {
-        Self {
-            std: std::fs::OpenOptions::new(),
-            write: false,
-            append: false,
-            truncate: false,
-            create_new: false,
-        }
+        Self { std: std::fs::OpenOptions::new(), write: false, append: false, truncate: false, create_new: false }
     }
 
     /// Replaces [`std::fs::OpenOptions::read`].

@@ -35,11 +35,7 @@ impl Enrollment {
         let client = transport::client()?;
         let fd = fd.as_raw_fd();
         client.transport.enroll(Fd(fd), &target)?;
-        Ok(Self {
-            fd,
-            target,
-            pid: AtomicU32::new(client.pid),
-        })
+        Ok(Self { fd, target, pid: AtomicU32::new(client.pid) })
     }
 
     /// Enrolls `fd` as the file it refers to, found through `/proc/self/fd`.
@@ -63,11 +59,7 @@ impl Enrollment {
     /// A denial is [`Denied`] and an unreachable daemon is
     /// [`DaemonUnavailable`](crate::DaemonUnavailable); in both cases `io` is not run.
     /// A failed report is only logged: the I/O happened, its result must reach the caller.
-    pub(crate) fn flow(
-        &self,
-        direction: Direction,
-        io: impl FnOnce() -> io::Result<usize>,
-    ) -> io::Result<usize> {
+    pub(crate) fn flow(&self, direction: Direction, io: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
         let client = transport::client()?;
         if self.pid.load(Ordering::Acquire) != client.pid {
             client.transport.enroll(Fd(self.fd), &self.target)?;
@@ -79,14 +71,8 @@ impl Enrollment {
         };
         let result = io();
         let outcome = match &result {
-            Ok(n) => IoOutcome {
-                ok: true,
-                bytes: *n as u64,
-            },
-            Err(_) => IoOutcome {
-                ok: false,
-                bytes: 0,
-            },
+            Ok(n) => IoOutcome { ok: true, bytes: *n as u64 },
+            Err(_) => IoOutcome { ok: false, bytes: 0 },
         };
         if let Err(e) = client.transport.report(grant, outcome) {
             tracing::warn!(fd = self.fd, %grant, %direction, error = %e, "trace2e: could not report a performed I/O");
@@ -116,10 +102,7 @@ fn file_path(fd: BorrowedFd<'_>) -> io::Result<PathBuf> {
         // pipe:[123], socket:[456], anon_inode:...: not a file trace2e can name.
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "trace2e: descriptor refers to {}, not to a file",
-                path.display()
-            ),
+            format!("trace2e: descriptor refers to {}, not to a file", path.display()),
         ));
     }
     Ok(path)

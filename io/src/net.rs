@@ -26,8 +26,8 @@ use crate::mediation::Enrollment;
 use crate::transport::Target;
 
 pub use std::net::{
-    AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6,
-    ToSocketAddrs, UdpSocket,
+    AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs,
+    UdpSocket,
 };
 
 /// Replaces [`std::net::TcpStream`]: a TCP connection whose reads and writes are mediated.
@@ -61,10 +61,7 @@ fn bind_addr() -> io::Result<Option<IpAddr>> {
                 format!("trace2e: TRACE2E_BIND_ADDR={s:?} is not an IP address"),
             )
         }),
-        Err(e) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("trace2e: TRACE2E_BIND_ADDR: {e}"),
-        )),
+        Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("trace2e: TRACE2E_BIND_ADDR: {e}"))),
     }
 }
 
@@ -79,16 +76,10 @@ fn connect_std(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<std::
     if ip.is_ipv4() != addr.is_ipv4() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "trace2e: TRACE2E_BIND_ADDR={ip} cannot connect to {addr}: the address families differ"
-            ),
+            format!("trace2e: TRACE2E_BIND_ADDR={ip} cannot connect to {addr}: the address families differ"),
         ));
     }
-    let socket = Socket::new(
-        Domain::for_address(*addr),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.bind(&SocketAddr::new(ip, 0).into())?;
     match timeout {
         None => socket.connect(&(*addr).into())?,
@@ -119,11 +110,7 @@ fn wait_readable(socket: &std::net::TcpStream) -> io::Result<()> {
                 i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
             }
         };
-        let mut pollfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: `pollfd` is a valid, exclusively borrowed array of one element for the
         // duration of the call.
         let ready = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
@@ -153,12 +140,7 @@ impl TcpStream {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "could not resolve to any addresses",
-            )
-        }))
+        Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses")))
     }
 
     /// Replaces [`std::net::TcpStream::connect_timeout`]: as [`TcpStream::connect`].
@@ -168,15 +150,9 @@ impl TcpStream {
 
     /// Wraps a connected std stream, enrolling it by its local and peer addresses.
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
-        let target = Target::Stream {
-            local: stream.local_addr()?,
-            peer: stream.peer_addr()?,
-        };
+        let target = Target::Stream { local: stream.local_addr()?, peer: stream.peer_addr()? };
         let enrollment = Enrollment::new(stream.as_fd(), target)?;
-        Ok(TcpStream {
-            enrollment,
-            inner: stream,
-        })
+        Ok(TcpStream { enrollment, inner: stream })
     }
 
     /// Unwraps the std stream. **An escape**: the socket is unenrolled and I/O through the
@@ -234,8 +210,7 @@ impl TcpStream {
     /// Replaces [`std::net::TcpStream::peek`]: a read flow, like [`Read::read`].
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         wait_readable(&self.inner)?;
-        self.enrollment
-            .flow(Direction::Read, || self.inner.peek(buf))
+        self.enrollment.flow(Direction::Read, || self.inner.peek(buf))
     }
 
     /// Replaces [`std::net::TcpStream::set_nodelay`].
@@ -279,15 +254,13 @@ impl Read for &TcpStream {
         // the daemon's lease bounds that.
         wait_readable(&self.inner)?;
         let inner = &self.inner;
-        self.enrollment
-            .flow(Direction::Read, || (&*inner).read(buf))
+        self.enrollment.flow(Direction::Read, || (&*inner).read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         wait_readable(&self.inner)?;
         let inner = &self.inner;
-        self.enrollment
-            .flow(Direction::Read, || (&*inner).read_vectored(bufs))
+        self.enrollment.flow(Direction::Read, || (&*inner).read_vectored(bufs))
     }
 }
 
@@ -304,14 +277,12 @@ impl Read for TcpStream {
 impl Write for &TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let inner = &self.inner;
-        self.enrollment
-            .flow(Direction::Write, || (&*inner).write(buf))
+        self.enrollment.flow(Direction::Write, || (&*inner).write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let inner = &self.inner;
-        self.enrollment
-            .flow(Direction::Write, || (&*inner).write_vectored(bufs))
+        self.enrollment.flow(Direction::Write, || (&*inner).write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -381,9 +352,7 @@ pub struct TcpListener {
 impl TcpListener {
     /// Replaces [`std::net::TcpListener::bind`].
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
-        Ok(TcpListener {
-            inner: std::net::TcpListener::bind(addr)?,
-        })
+        Ok(TcpListener { inner: std::net::TcpListener::bind(addr)? })
     }
 
     /// Wraps a std listener (nothing to enroll until a stream is accepted).
@@ -403,9 +372,7 @@ impl TcpListener {
 
     /// Replaces [`std::net::TcpListener::try_clone`].
     pub fn try_clone(&self) -> io::Result<TcpListener> {
-        Ok(TcpListener {
-            inner: self.inner.try_clone()?,
-        })
+        Ok(TcpListener { inner: self.inner.try_clone()? })
     }
 
     /// Replaces [`std::net::TcpListener::accept`]: the accepted stream is enrolled.

@@ -53,22 +53,8 @@ drop_in!(files, |dir| {
         seen("read", fs::read(&p).map(|v| v.len())),
         seen("open missing", File::open(dir.join("missing")).map(drop)),
         seen("create_new existing", File::create_new(&p).map(drop)),
-        seen(
-            "truncate read-only",
-            OpenOptions::new()
-                .read(true)
-                .truncate(true)
-                .open(&p)
-                .map(drop),
-        ),
-        seen(
-            "truncate+append",
-            OpenOptions::new()
-                .append(true)
-                .truncate(true)
-                .open(&p)
-                .map(drop),
-        ),
+        seen("truncate read-only", OpenOptions::new().read(true).truncate(true).open(&p).map(drop)),
+        seen("truncate+append", OpenOptions::new().append(true).truncate(true).open(&p).map(drop)),
     ];
     let mut f = OpenOptions::new().read(true).append(true).open(&p).unwrap();
     log.push(seen("append", f.write_all(b"three\n")));
@@ -77,24 +63,15 @@ drop_in!(files, |dir| {
     log.push(seen("read_exact", f.read_exact(&mut buf).map(|()| buf)));
     log.push(seen("read_at", f.read_at(&mut buf, 0).map(|n| (n, buf))));
     log.push(seen("read_exact past end", f.read_exact(&mut [0u8; 64])));
-    let lines: Vec<_> = BufReader::new(File::open(&p).unwrap())
-        .lines()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let lines: Vec<_> = BufReader::new(File::open(&p).unwrap()).lines().collect::<Result<_, _>>().unwrap();
     log.push(format!("lines: {lines:?}"));
     let f = OpenOptions::new().write(true).open(&p).unwrap();
     log.push(seen("set_len", f.set_len(2)));
     log.push(seen("len", f.metadata().map(|m| m.len())));
-    log.push(seen(
-        "write to read-only",
-        File::open(&p).unwrap().write(b"x"),
-    ));
+    log.push(seen("write to read-only", File::open(&p).unwrap().write(b"x")));
     log.push(seen("copy", fs::copy(&p, dir.join("g.txt"))));
     log.push(seen("read copy", fs::read(dir.join("g.txt"))));
-    log.push(seen(
-        "invalid utf-8",
-        fs::write(&p, [0xff, 0xfe]).and_then(|()| fs::read_to_string(&p)),
-    ));
+    log.push(seen("invalid utf-8", fs::write(&p, [0xff, 0xfe]).and_then(|()| fs::read_to_string(&p))));
     log
 });
 
@@ -108,23 +85,15 @@ drop_in!(streams, |_dir| {
     let (mut server, _) = listener.accept().unwrap();
     log.push(seen("write", client.write(b"hello")));
     let mut buf = [0u8; 16];
-    log.push(seen(
-        "read",
-        server.read(&mut buf).map(|n| buf[..n].to_vec()),
-    ));
-    server
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
+    log.push(seen("read", server.read(&mut buf).map(|n| buf[..n].to_vec())));
+    server.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     log.push(seen("read timeout", server.read(&mut buf)));
     server.set_nonblocking(true).unwrap();
     log.push(seen("read nonblocking", server.read(&mut buf)));
     server.set_nonblocking(false).unwrap();
     client.shutdown(net::Shutdown::Write).unwrap();
     let mut rest = Vec::new();
-    log.push(seen(
-        "read_to_end after shutdown",
-        server.read_to_end(&mut rest),
-    ));
+    log.push(seen("read_to_end after shutdown", server.read_to_end(&mut rest)));
     log.push(seen("write after shutdown", client.write(b"x")));
     log
 });
@@ -136,11 +105,7 @@ fn trace2e_io_behaves_like_std_under_an_allow_all_daemon() {
         type Body = fn(&std::path::Path) -> Vec<String>;
         let bodies: [(&str, Body, Body); 2] = [
             ("files", files::with_std::run, files::with_trace2e::run),
-            (
-                "streams",
-                streams::with_std::run,
-                streams::with_trace2e::run,
-            ),
+            ("streams", streams::with_std::run, streams::with_trace2e::run),
         ];
         for (name, std_run, trace2e_run) in bodies {
             let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -148,10 +113,7 @@ fn trace2e_io_behaves_like_std_under_an_allow_all_daemon() {
             let before = daemon.events().len();
             let got = trace2e_run(b.path());
             assert_eq!(got, expected, "{name}");
-            assert!(
-                daemon.events().len() > before,
-                "{name}: the trace2e run was mediated"
-            );
+            assert!(daemon.events().len() > before, "{name}: the trace2e run was mediated");
         }
     });
 }

@@ -31,39 +31,16 @@ fn a_denied_write_is_not_performed() {
         assert_eq!(denied.reason(), "denied by the test");
         let via_std = err.get_ref().unwrap().downcast_ref::<Denied>().unwrap();
         assert_eq!(via_std, denied);
-        assert!(
-            err.to_string()
-                .contains("write denied by the integrity policy"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("write denied by the integrity policy"), "{err}");
 
-        assert_eq!(
-            file.write_all(b"x").unwrap_err().kind(),
-            ErrorKind::PermissionDenied
-        );
-        assert_eq!(
-            file.set_len(0).unwrap_err().kind(),
-            ErrorKind::PermissionDenied
-        );
+        assert_eq!(file.write_all(b"x").unwrap_err().kind(), ErrorKind::PermissionDenied);
+        assert_eq!(file.set_len(0).unwrap_err().kind(), ErrorKind::PermissionDenied);
         // Truncating opens are write flows too.
-        assert_eq!(
-            fs::write(&path, b"y").unwrap_err().kind(),
-            ErrorKind::PermissionDenied
-        );
-        assert_eq!(
-            File::create(&path).unwrap_err().kind(),
-            ErrorKind::PermissionDenied
-        );
+        assert_eq!(fs::write(&path, b"y").unwrap_err().kind(), ErrorKind::PermissionDenied);
+        assert_eq!(File::create(&path).unwrap_err().kind(), ErrorKind::PermissionDenied);
         drop(file);
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            b"original",
-            "content untouched"
-        );
-        assert!(
-            daemon.flows(&target).is_empty(),
-            "no report for a denied flow"
-        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"original", "content untouched");
+        assert!(daemon.flows(&target).is_empty(), "no report for a denied flow");
         // Reads are still allowed.
         daemon.clear();
         assert_eq!(fs::read(&path).unwrap(), b"original");
@@ -87,13 +64,8 @@ fn a_denied_read_leaves_buffer_and_offset_alone() {
         assert_eq!(Denied::of(&err).unwrap().direction(), R);
         assert_eq!(buf, [0; 4]);
         assert_eq!(file.stream_position().unwrap(), 0);
-        assert_eq!(
-            fs::read_to_string(&path).unwrap_err().kind(),
-            ErrorKind::PermissionDenied
-        );
-        assert!(
-            serde_json::from_reader::<_, serde_json::Value>(File::open(&path).unwrap()).is_err()
-        );
+        assert_eq!(fs::read_to_string(&path).unwrap_err().kind(), ErrorKind::PermissionDenied);
+        assert!(serde_json::from_reader::<_, serde_json::Value>(File::open(&path).unwrap()).is_err());
         assert!(daemon.flows(&file_target(&path)).is_empty());
     });
 }
@@ -115,10 +87,7 @@ fn an_unreachable_daemon_fails_closed() {
         assert!(Denied::of(&err).is_none());
 
         assert_eq!(fs::read(&path).unwrap_err().kind(), ErrorKind::NotConnected);
-        assert_eq!(
-            fs::write(dir.path().join("g"), b"x").unwrap_err().kind(),
-            ErrorKind::NotConnected
-        );
+        assert_eq!(fs::write(dir.path().join("g"), b"x").unwrap_err().kind(), ErrorKind::NotConnected);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let err = trace2e_io::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotConnected);
@@ -132,10 +101,7 @@ fn a_daemon_that_dies_stops_io_and_one_that_starts_late_is_found() {
         let path = dir.path().join("f");
         std::fs::write(&path, b"data").unwrap();
         // Not up yet: failures are not cached.
-        assert_eq!(
-            File::open(&path).unwrap_err().kind(),
-            ErrorKind::NotConnected
-        );
+        assert_eq!(File::open(&path).unwrap_err().kind(), ErrorKind::NotConnected);
 
         let mut daemon = FakeDaemon::start_from_env();
         let mut file = File::open(&path).unwrap();
@@ -146,11 +112,7 @@ fn a_daemon_that_dies_stops_io_and_one_that_starts_late_is_found() {
         let err = file.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
         assert!(DaemonUnavailable::of(&err).is_some());
-        assert_eq!(
-            file.stream_position().unwrap(),
-            2,
-            "the read was not performed"
-        );
+        assert_eq!(file.stream_position().unwrap(), 2, "the read was not performed");
         drop(file); // unenroll fails: logged, no panic
     });
 }
@@ -166,12 +128,7 @@ fn a_failed_report_does_not_lose_data() {
         assert_eq!(fs::read(&path).unwrap(), b"precious");
         fs::write(&path, b"written").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"written");
-        assert!(
-            daemon
-                .events()
-                .iter()
-                .all(|e| !matches!(e, Event::Report { .. }))
-        );
+        assert!(daemon.events().iter().all(|e| !matches!(e, Event::Report { .. })));
     });
 }
 
@@ -188,11 +145,7 @@ fn a_slow_daemon_times_out() {
         let err = file.read(&mut [0u8; 4]).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(20));
         assert_eq!(err.kind(), ErrorKind::NotConnected);
-        assert_eq!(
-            DaemonUnavailable::of(&err).unwrap().kind(),
-            UnavailableKind::TimedOut,
-            "{err}"
-        );
+        assert_eq!(DaemonUnavailable::of(&err).unwrap().kind(), UnavailableKind::TimedOut, "{err}");
         assert_eq!(file.stream_position().unwrap(), 0);
     });
 }
@@ -207,11 +160,7 @@ fn an_unknown_transport_is_a_clear_error() {
         assert_eq!(err.kind(), ErrorKind::NotConnected);
         let unavailable = DaemonUnavailable::of(&err).unwrap();
         assert_eq!(unavailable.kind(), UnavailableKind::Misconfigured);
-        assert!(
-            err.to_string()
-                .contains("TRACE2E_TRANSPORT=\"carrier-pigeon\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("TRACE2E_TRANSPORT=\"carrier-pigeon\""), "{err}");
     });
 }
 
@@ -222,10 +171,7 @@ fn an_invalid_timeout_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), b"x").unwrap();
         let err = File::open(dir.path().join("f")).unwrap_err();
-        assert_eq!(
-            DaemonUnavailable::of(&err).unwrap().kind(),
-            UnavailableKind::Misconfigured
-        );
+        assert_eq!(DaemonUnavailable::of(&err).unwrap().kind(), UnavailableKind::Misconfigured);
         assert!(err.to_string().contains("TRACE2E_TIMEOUT_MS"), "{err}");
     });
 }

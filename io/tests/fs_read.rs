@@ -32,46 +32,13 @@ fn open_and_read_enroll_request_and_report() {
         assert_eq!(
             daemon.events(),
             vec![
-                Event::Enroll {
-                    fd,
-                    target: target.clone()
-                },
-                Event::Request {
-                    fd,
-                    target: Some(target.clone()),
-                    direction: R,
-                    granted: true
-                },
-                Event::Report {
-                    target: target.clone(),
-                    direction: R,
-                    ok: true,
-                    bytes: 5
-                },
-                Event::Request {
-                    fd,
-                    target: Some(target.clone()),
-                    direction: R,
-                    granted: true
-                },
-                Event::Report {
-                    target: target.clone(),
-                    direction: R,
-                    ok: true,
-                    bytes: 6
-                },
-                Event::Request {
-                    fd,
-                    target: Some(target.clone()),
-                    direction: R,
-                    granted: true
-                },
-                Event::Report {
-                    target: target.clone(),
-                    direction: R,
-                    ok: true,
-                    bytes: 0
-                },
+                Event::Enroll { fd, target: target.clone() },
+                Event::Request { fd, target: Some(target.clone()), direction: R, granted: true },
+                Event::Report { target: target.clone(), direction: R, ok: true, bytes: 5 },
+                Event::Request { fd, target: Some(target.clone()), direction: R, granted: true },
+                Event::Report { target: target.clone(), direction: R, ok: true, bytes: 6 },
+                Event::Request { fd, target: Some(target.clone()), direction: R, granted: true },
+                Event::Report { target: target.clone(), direction: R, ok: true, bytes: 0 },
             ]
         );
         drop(file);
@@ -86,8 +53,7 @@ fn files_enroll_by_canonical_path() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("real.txt"), b"x").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("real.txt"), dir.path().join("link.txt"))
-            .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real.txt"), dir.path().join("link.txt")).unwrap();
         let _a = File::open(dir.path().join("sub/../real.txt")).unwrap();
         let _b = File::open(dir.path().join("link.txt")).unwrap();
         let target = file_target(&dir.path().join("real.txt"));
@@ -109,10 +75,7 @@ fn whole_file_helpers_are_mediated() {
         assert_eq!(fs::read(&path).unwrap(), data);
         assert_eq!(daemon.bytes(&target, R), data.len() as u64);
         let flows = daemon.flows(&target).len();
-        assert!(
-            flows <= 3,
-            "read_to_end is sized to the file: {flows} flows"
-        );
+        assert!(flows <= 3, "read_to_end is sized to the file: {flows} flows");
 
         daemon.clear();
         std::fs::write(&path, "text ✓").unwrap();
@@ -124,12 +87,7 @@ fn whole_file_helpers_are_mediated() {
         File::open(&path).unwrap().read_to_string(&mut s).unwrap();
         assert_eq!(s, "text ✓");
         assert_eq!(daemon.bytes(&target, R), s.len() as u64);
-        assert!(
-            daemon
-                .flows(&target)
-                .iter()
-                .all(|(d, ok, _)| *d == R && *ok)
-        );
+        assert!(daemon.flows(&target).iter().all(|(d, ok, _)| *d == R && *ok));
     });
 }
 
@@ -143,19 +101,13 @@ fn generic_consumers_are_mediated() {
         let target = file_target(&path);
 
         // BufReader::lines: read_line bypassed mediation in the prototype.
-        let lines: Vec<String> = BufReader::new(File::open(&path).unwrap())
-            .lines()
-            .map(Result::unwrap)
-            .collect();
+        let lines: Vec<String> = BufReader::new(File::open(&path).unwrap()).lines().map(Result::unwrap).collect();
         assert_eq!(lines, ["one", "two", "three"]);
         assert_eq!(daemon.bytes(&target, R), 14);
 
         daemon.clear();
         let mut out = Vec::new();
-        assert_eq!(
-            std::io::copy(&mut File::open(&path).unwrap(), &mut out).unwrap(),
-            14
-        );
+        assert_eq!(std::io::copy(&mut File::open(&path).unwrap(), &mut out).unwrap(), 14);
         assert_eq!(daemon.bytes(&target, R), 14);
 
         daemon.clear();
@@ -185,9 +137,7 @@ fn vectored_and_positional_reads_are_one_flow_each() {
         let mut file = File::open(&path).unwrap();
 
         let (mut a, mut b) = ([0u8; 3], [0u8; 3]);
-        let n = file
-            .read_vectored(&mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)])
-            .unwrap();
+        let n = file.read_vectored(&mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)]).unwrap();
         assert_eq!((n, &a, &b), (6, b"abc", b"def"));
         let mut c = [0u8; 2];
         assert_eq!(file.read_at(&mut c, 1).unwrap(), 2);
@@ -220,15 +170,9 @@ fn drop_unenrolls_before_the_fd_is_reused() {
         assert_eq!(
             &events[..3],
             &[
-                Event::Enroll {
-                    fd,
-                    target: ta.clone()
-                },
+                Event::Enroll { fd, target: ta.clone() },
                 Event::Unenroll { fd },
-                Event::Enroll {
-                    fd,
-                    target: tb.clone()
-                },
+                Event::Enroll { fd, target: tb.clone() },
             ]
         );
         assert_eq!(daemon.bytes(&tb, R), 8);
@@ -248,10 +192,7 @@ fn try_clone_and_from_std_enroll() {
         let file = File::from_std(std::fs::File::open(&path).unwrap()).unwrap();
         let mut clone = file.try_clone().unwrap();
         assert_ne!(file.as_raw_fd(), clone.as_raw_fd());
-        assert_eq!(
-            daemon.enrolls_of(&target),
-            vec![file.as_raw_fd(), clone.as_raw_fd()]
-        );
+        assert_eq!(daemon.enrolls_of(&target), vec![file.as_raw_fd(), clone.as_raw_fd()]);
         let mut buf = [0u8; 4];
         clone.read_exact(&mut buf).unwrap();
         let cfd = clone.as_raw_fd();
@@ -278,23 +219,13 @@ fn works_from_inside_tokio_runtimes() {
         std::fs::write(&path, b"inside").unwrap();
         let target = file_target(&path);
 
-        let current = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let current = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let s = current.block_on(async { fs::read_to_string(&path).unwrap() });
         assert_eq!(s, "inside");
-        let multi = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let p = path.clone();
-        let s = multi.block_on(async move {
-            tokio::spawn(async move { fs::read_to_string(&p).unwrap() })
-                .await
-                .unwrap()
-        });
+        let s =
+            multi.block_on(async move { tokio::spawn(async move { fs::read_to_string(&p).unwrap() }).await.unwrap() });
         assert_eq!(s, "inside");
         assert_eq!(daemon.bytes(&target, R), 12);
         assert_eq!(daemon.bytes(&target, W), 0);

@@ -47,11 +47,7 @@ fn echo_over_loopback_enrolls_both_ends_and_mediates_each_side() {
 
         let c_target = stream_target(c_local, c_peer);
         let s_target = stream_target(s_local, s_peer);
-        assert_eq!(
-            s_target,
-            stream_target(c_peer, c_local),
-            "the server's end mirrors the client's"
-        );
+        assert_eq!(s_target, stream_target(c_peer, c_local), "the server's end mirrors the client's");
         assert_eq!(daemon.enrolls_of(&c_target), vec![client.as_raw_fd()]);
         assert_eq!(daemon.enrolls_of(&s_target).len(), 1);
         assert_eq!(daemon.bytes(&c_target, W), 4);
@@ -61,11 +57,7 @@ fn echo_over_loopback_enrolls_both_ends_and_mediates_each_side() {
         // End of stream is a read of 0 bytes on both sides.
         assert_eq!(daemon.flows(&s_target).last(), Some(&(R, true, 0)));
         assert_eq!(daemon.flows(&c_target).last(), Some(&(R, true, 0)));
-        assert_eq!(
-            daemon.unenrolls().len(),
-            1,
-            "the server's stream was dropped"
-        );
+        assert_eq!(daemon.unenrolls().len(), 1, "the server's stream was dropped");
     });
 }
 
@@ -79,26 +71,11 @@ fn a_blocking_read_waits_for_data_before_requesting() {
         let target = stream_target(client.local_addr().unwrap(), client.peer_addr().unwrap());
 
         // Nothing to read: the read timeout expires while polling, no flow is requested.
-        client
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        assert_eq!(
-            client.read_timeout().unwrap(),
-            Some(Duration::from_millis(100))
-        );
+        client.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        assert_eq!(client.read_timeout().unwrap(), Some(Duration::from_millis(100)));
         let err = (&client).read(&mut [0u8; 8]).unwrap_err();
-        assert!(
-            matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-            "{err}"
-        );
-        assert!(
-            !daemon
-                .events()
-                .iter()
-                .any(|e| matches!(e, Event::Request { .. })),
-            "{:?}",
-            daemon.events()
-        );
+        assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err}");
+        assert!(!daemon.events().iter().any(|e| matches!(e, Event::Request { .. })), "{:?}", daemon.events());
 
         // A peer that writes later: the request comes only once the data is there.
         client.set_read_timeout(None).unwrap();
@@ -111,11 +88,7 @@ fn a_blocking_read_waits_for_data_before_requesting() {
         let n = (&client).read(&mut buf).unwrap();
         assert_eq!(&buf[..n], &b"late"[..n]);
         let _peer = writer.join().unwrap();
-        let requests = daemon
-            .events()
-            .iter()
-            .filter(|e| matches!(e, Event::Request { .. }))
-            .count();
+        let requests = daemon.events().iter().filter(|e| matches!(e, Event::Request { .. })).count();
         assert_eq!(requests, 1);
         assert_eq!(daemon.flows(&target), vec![(R, true, n as u64)]);
     });
@@ -130,10 +103,7 @@ fn nonblocking_reads_ask_at_once_and_report_would_block_as_a_failed_flow() {
         let (_peer, _) = listener.accept().unwrap();
         let target = stream_target(client.local_addr().unwrap(), client.peer_addr().unwrap());
         client.set_nonblocking(true).unwrap();
-        assert_eq!(
-            client.read(&mut [0u8; 8]).unwrap_err().kind(),
-            ErrorKind::WouldBlock
-        );
+        assert_eq!(client.read(&mut [0u8; 8]).unwrap_err().kind(), ErrorKind::WouldBlock);
         assert_eq!(daemon.flows(&target), vec![(R, false, 0)]);
     });
 }
@@ -145,19 +115,11 @@ fn clones_peeks_and_escapes() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        let (server, _) = listener
-            .incoming()
-            .next()
-            .unwrap()
-            .map(|s| (s, ()))
-            .unwrap();
+        let (server, _) = listener.incoming().next().unwrap().map(|s| (s, ())).unwrap();
         let target = stream_target(client.local_addr().unwrap(), client.peer_addr().unwrap());
 
         let clone = client.try_clone().unwrap();
-        assert_eq!(
-            daemon.enrolls_of(&target),
-            vec![client.as_raw_fd(), clone.as_raw_fd()]
-        );
+        assert_eq!(daemon.enrolls_of(&target), vec![client.as_raw_fd(), clone.as_raw_fd()]);
         (&server).write_all(b"abc").unwrap();
         let mut buf = [0u8; 3];
         assert_eq!(clone.peek(&mut buf).unwrap(), 3);
@@ -186,10 +148,9 @@ fn bind_addr_sets_the_local_end_of_outgoing_connections() {
         let daemon = FakeDaemon::start_from_env();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        for client in [
-            TcpStream::connect(addr).unwrap(),
-            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap(),
-        ] {
+        for client in
+            [TcpStream::connect(addr).unwrap(), TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap()]
+        {
             let (server, peer) = listener.accept().unwrap();
             assert_eq!(client.local_addr().unwrap().ip().to_string(), "127.0.0.2");
             assert_eq!(peer.ip().to_string(), "127.0.0.2");

@@ -24,13 +24,8 @@ fn eight_threads_share_the_client() {
                 let (dir, shared) = (dir.path(), &shared);
                 scope.spawn(move || {
                     let path = dir.join(format!("t{t}"));
-                    let mut file = File::options()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&path)
-                        .unwrap();
+                    let mut file =
+                        File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
                     for i in 0..OPS {
                         file.write_all(&[t as u8; 16]).unwrap();
                         file.seek(SeekFrom::Current(-16)).unwrap();
@@ -48,14 +43,8 @@ fn eight_threads_share_the_client() {
             assert_eq!(daemon.bytes(&target, R), (OPS * 16) as u64);
             assert_eq!(daemon.flows(&target).len(), 2 * OPS);
         }
-        assert_eq!(
-            daemon.bytes(&file_target(&shared_path), W),
-            (THREADS * OPS * 4) as u64
-        );
-        assert_eq!(
-            std::fs::metadata(&shared_path).unwrap().len(),
-            (THREADS * OPS * 4) as u64
-        );
+        assert_eq!(daemon.bytes(&file_target(&shared_path), W), (THREADS * OPS * 4) as u64);
+        assert_eq!(std::fs::metadata(&shared_path).unwrap().len(), (THREADS * OPS * 4) as u64);
     });
 }
 
@@ -87,10 +76,7 @@ fn a_forked_child_speaks_for_itself() {
         let mut status = 0;
         // SAFETY: waits for the child forked above; `status` is a valid out pointer.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child status {status}"
-        );
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
         // The child enrolled the inherited fd for itself before its read.
         assert_eq!(daemon.enrolls_of(&target).len(), 2, "{:?}", daemon.events());
         assert_eq!(daemon.flows(&target), vec![(R, true, 7), (R, true, 5)]);

@@ -81,7 +81,11 @@ impl TryFrom<i32> for PolicyKind {
 
 impl From<&Denial> for p2m::Denial {
     fn from(d: &Denial) -> Self {
-        Self { policy: p2m::PolicyKind::from(d.policy) as i32, resource: d.resource.to_string(), reason: d.reason.clone() }
+        Self {
+            policy: p2m::PolicyKind::from(d.policy) as i32,
+            resource: d.resource.to_string(),
+            reason: d.reason.clone(),
+        }
     }
 }
 
@@ -187,7 +191,12 @@ mod tests {
 
     #[test]
     fn policies_round_trip() {
-        let p = Policy { confidentiality: Confidentiality::Secret, integrity: IntegrityLevel(3), deleted: true, consent: true };
+        let p = Policy {
+            confidentiality: Confidentiality::Secret,
+            integrity: IntegrityLevel(3),
+            deleted: true,
+            consent: true,
+        };
         assert_eq!(Policy::try_from(o2m::Policy::from(p)).unwrap(), p);
     }
 }

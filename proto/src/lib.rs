@@ -24,9 +24,7 @@ pub mod resource;
 pub use decision::{Decision, Denial, PolicyKind};
 pub use flow::{Direction, Fd, GrantId, IoOutcome};
 pub use policy::{Confidentiality, IntegrityLevel, Policy};
-pub use resource::{
-    InvalidIdentifier, LocalizedResource, NodeId, ProcessId, Resource, StreamId,
-};
+pub use resource::{InvalidIdentifier, LocalizedResource, NodeId, ProcessId, Resource, StreamId};
 
 /// Generated protobuf types and tonic services. Convert to the domain types with
 /// [`convert`] before using them.

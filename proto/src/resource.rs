@@ -231,7 +231,8 @@ impl FromStr for Resource {
             return Ok(Self::stream(local, peer));
         }
         if let Some(rest) = s.strip_prefix("process://") {
-            let (pid, start) = rest.split_once('.').ok_or_else(|| invalid(s, "a process is process://PID.STARTTIME"))?;
+            let (pid, start) =
+                rest.split_once('.').ok_or_else(|| invalid(s, "a process is process://PID.STARTTIME"))?;
             let pid = pid.parse().map_err(|_| invalid(s, "bad pid"))?;
             let starttime = start.parse().map_err(|_| invalid(s, "bad start time"))?;
             return Ok(Self::Process(ProcessId { pid, starttime }));
@@ -322,8 +323,16 @@ mod tests {
     #[test]
     fn rejects_bad_identifiers() {
         for bad in [
-            "", "file://relative", "tcp://1.2.3.4:5", "tcp://x/y", "process://12", "process://a.b",
-            "ftp:///x", "file:///x%4", "file:///x%zz", "file:///a%00b",
+            "",
+            "file://relative",
+            "tcp://1.2.3.4:5",
+            "tcp://x/y",
+            "process://12",
+            "process://a.b",
+            "ftp:///x",
+            "file:///x%4",
+            "file:///x%zz",
+            "file:///a%00b",
         ] {
             assert!(bad.parse::<Resource>().is_err(), "{bad:?} parsed");
         }
@@ -342,18 +351,19 @@ mod tests {
     }
 
     fn arb_resource() -> impl Strategy<Value = Resource> {
-        let path = proptest::collection::vec(any::<u8>().prop_filter("no NUL", |b| *b != 0), 0..40)
-            .prop_map(|mut v| {
+        let path =
+            proptest::collection::vec(any::<u8>().prop_filter("no NUL", |b| *b != 0), 0..40).prop_map(|mut v| {
                 v.insert(0, b'/');
                 PathBuf::from(OsString::from_vec(v))
             });
-        let addr = (any::<[u8; 4]>(), any::<u16>(), any::<[u16; 8]>(), any::<bool>()).prop_map(|(v4, port, v6, six)| {
-            if six {
-                SocketAddr::from((std::net::Ipv6Addr::from(v6), port))
-            } else {
-                SocketAddr::from((std::net::Ipv4Addr::from(v4), port))
-            }
-        });
+        let addr =
+            (any::<[u8; 4]>(), any::<u16>(), any::<[u16; 8]>(), any::<bool>()).prop_map(|(v4, port, v6, six)| {
+                if six {
+                    SocketAddr::from((std::net::Ipv6Addr::from(v6), port))
+                } else {
+                    SocketAddr::from((std::net::Ipv4Addr::from(v4), port))
+                }
+            });
         prop_oneof![
             path.clone().prop_map(Resource::File),
             path.prop_map(Resource::Executable),

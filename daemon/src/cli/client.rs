@@ -25,39 +25,22 @@ impl Daemon {
     /// Connects to the daemon's O2M socket; `deadline` bounds the connection and each call.
     pub async fn connect(socket: &Path, deadline: Duration) -> Result<Self, CliError> {
         // The URI is required by tonic but unused: the connector below picks the socket.
-        let endpoint = Endpoint::from_static("http://[::]:50051")
-            .connect_timeout(deadline)
-            .timeout(deadline);
+        let endpoint = Endpoint::from_static("http://[::]:50051").connect_timeout(deadline).timeout(deadline);
         let path = socket.to_path_buf();
         let connector = tower::service_fn(move |_| {
             let path = path.clone();
             async move { Ok::<_, io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
         });
-        let channel = match tokio::time::timeout(
-            deadline,
-            endpoint.connect_with_connector(connector),
-        )
-        .await
-        {
+        let channel = match tokio::time::timeout(deadline, endpoint.connect_with_connector(connector)).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => {
-                return Err(CliError::Unreachable {
-                    socket: socket.to_path_buf(),
-                    cause: io_cause(&e),
-                });
+                return Err(CliError::Unreachable { socket: socket.to_path_buf(), cause: io_cause(&e) });
             }
             Err(_) => {
-                return Err(CliError::Timeout {
-                    socket: socket.to_path_buf(),
-                    deadline,
-                });
+                return Err(CliError::Timeout { socket: socket.to_path_buf(), deadline });
             }
         };
-        Ok(Self {
-            client: O2mClient::new(channel),
-            socket: socket.to_path_buf(),
-            deadline,
-        })
+        Ok(Self { client: O2mClient::new(channel), socket: socket.to_path_buf(), deadline })
     }
 
     /// A handle for one call (clients are cheap clones of the channel).
@@ -66,17 +49,11 @@ impl Daemon {
     }
 
     /// Awaits one call under the deadline and turns its failure into a [`CliError`].
-    pub async fn call<T>(
-        &self,
-        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-    ) -> Result<T, CliError> {
+    pub async fn call<T>(&self, call: impl Future<Output = Result<tonic::Response<T>, Status>>) -> Result<T, CliError> {
         match tokio::time::timeout(self.deadline, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(self.status_error(status)),
-            Err(_) => Err(CliError::Timeout {
-                socket: self.socket.clone(),
-                deadline: self.deadline,
-            }),
+            Err(_) => Err(CliError::Timeout { socket: self.socket.clone(), deadline: self.deadline }),
         }
     }
 
@@ -86,22 +63,14 @@ impl Daemon {
             | Code::NotFound
             | Code::FailedPrecondition
             | Code::AlreadyExists
-            | Code::OutOfRange => CliError::Refused {
-                code: status.code(),
-                message: status.message().to_owned(),
-            },
-            Code::Unavailable => CliError::Unreachable {
-                socket: self.socket.clone(),
-                cause: status.message().to_owned(),
-            },
-            Code::DeadlineExceeded | Code::Cancelled => CliError::Timeout {
-                socket: self.socket.clone(),
-                deadline: self.deadline,
-            },
-            code => CliError::Daemon {
-                code,
-                message: status.message().to_owned(),
-            },
+            | Code::OutOfRange => CliError::Refused { code: status.code(), message: status.message().to_owned() },
+            Code::Unavailable => {
+                CliError::Unreachable { socket: self.socket.clone(), cause: status.message().to_owned() }
+            }
+            Code::DeadlineExceeded | Code::Cancelled => {
+                CliError::Timeout { socket: self.socket.clone(), deadline: self.deadline }
+            }
+            code => CliError::Daemon { code, message: status.message().to_owned() },
         }
     }
 }

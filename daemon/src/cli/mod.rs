@@ -210,13 +210,8 @@ pub struct DecideArgs {
 /// `node:NAME`, checked, or a `RES` argument.
 fn parse_destination(s: &str) -> Result<String, String> {
     match s.strip_prefix("node:") {
-        Some(name) => name
-            .parse::<trace2e_proto::NodeId>()
-            .map(|n| format!("node:{n}"))
-            .map_err(|e| e.to_string()),
-        None => ResourceArg::parse(s)
-            .map(|r| r.id)
-            .map_err(|e| e.to_string()),
+        Some(name) => name.parse::<trace2e_proto::NodeId>().map(|n| format!("node:{n}")).map_err(|e| e.to_string()),
+        None => ResourceArg::parse(s).map(|r| r.id).map_err(|e| e.to_string()),
     }
 }
 
@@ -273,17 +268,12 @@ pub enum CliError {
 /// Runs one command, printing its result on stdout.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Demo(args) = &cli.command {
-        return crate::demo::run(args)
-            .await
-            .map_err(|e| CliError::Demo(e.to_string()));
+        return crate::demo::run(args).await.map_err(|e| CliError::Demo(e.to_string()));
     }
     let daemon = Daemon::connect(&cli.socket, Duration::from_secs(cli.timeout)).await?;
     let output = execute(&daemon, cli.command).await?;
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(output.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush()) {
         // `trace2e audit | head` is not an error.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
         _ => Ok(()),
@@ -299,13 +289,8 @@ pub async fn execute(daemon: &Daemon, command: Command) -> Result<String, CliErr
             Ok(render::status(&status, args.format))
         }
         Command::Policy(PolicyCommand::Get { resources, format }) => {
-            let request = o2m::GetPoliciesRequest {
-                resources: resources.iter().map(|r| r.id.clone()).collect(),
-            };
-            let answer = daemon
-                .call(c.get_policies(request))
-                .await
-                .map_err(|e| note_unresolved(e, &resources))?;
+            let request = o2m::GetPoliciesRequest { resources: resources.iter().map(|r| r.id.clone()).collect() };
+            let answer = daemon.call(c.get_policies(request)).await.map_err(|e| note_unresolved(e, &resources))?;
             let policies = answer
                 .policies
                 .into_iter()
@@ -316,41 +301,23 @@ pub async fn execute(daemon: &Daemon, command: Command) -> Result<String, CliErr
         Command::Policy(PolicyCommand::Set(args)) => {
             let request = o2m::SetPolicyRequest {
                 resource: args.resource.id.clone(),
-                confidentiality: args
-                    .confidentiality
-                    .map(|c| o2m::Confidentiality::from(c) as i32),
+                confidentiality: args.confidentiality.map(|c| o2m::Confidentiality::from(c) as i32),
                 integrity: args.integrity,
             };
             let resource = std::slice::from_ref(&args.resource);
-            let answer = daemon
-                .call(c.set_policy(request))
-                .await
-                .map_err(|e| note_unresolved(e, resource))?;
-            Ok(render::policies(
-                &[(args.resource.id, policy(answer.policy)?)],
-                Format::Text,
-            ))
+            let answer = daemon.call(c.set_policy(request)).await.map_err(|e| note_unresolved(e, resource))?;
+            Ok(render::policies(&[(args.resource.id, policy(answer.policy)?)], Format::Text))
         }
         Command::Delete(args) => {
-            let request = o2m::DeleteRequest {
-                resource: args.resource.id.clone(),
-            };
+            let request = o2m::DeleteRequest { resource: args.resource.id.clone() };
             let resource = std::slice::from_ref(&args.resource);
-            daemon
-                .call(c.delete(request))
-                .await
-                .map_err(|e| note_unresolved(e, resource))?;
+            daemon.call(c.delete(request)).await.map_err(|e| note_unresolved(e, resource))?;
             Ok(format!("deleted {}\n", args.resource))
         }
         Command::Provenance(args) => {
-            let request = o2m::ProvenanceRequest {
-                resource: args.resource.id.clone(),
-            };
+            let request = o2m::ProvenanceRequest { resource: args.resource.id.clone() };
             let resource = std::slice::from_ref(&args.resource);
-            let answer = daemon
-                .call(c.get_provenance(request))
-                .await
-                .map_err(|e| note_unresolved(e, resource))?;
+            let answer = daemon.call(c.get_provenance(request)).await.map_err(|e| note_unresolved(e, resource))?;
             if answer.provenance.is_empty() && answer.lineage.is_empty() {
                 warn_unresolved(resource);
             }
@@ -373,15 +340,9 @@ pub async fn execute(daemon: &Daemon, command: Command) -> Result<String, CliErr
             Ok(render::audit(&answer.records, args.format))
         }
         Command::Consent(ConsentCommand::Enforce { resource, off }) => {
-            let request = o2m::EnforceConsentRequest {
-                resource: resource.id.clone(),
-                enforce: !off,
-            };
+            let request = o2m::EnforceConsentRequest { resource: resource.id.clone(), enforce: !off };
             let resources = std::slice::from_ref(&resource);
-            daemon
-                .call(c.enforce_consent(request))
-                .await
-                .map_err(|e| note_unresolved(e, resources))?;
+            daemon.call(c.enforce_consent(request)).await.map_err(|e| note_unresolved(e, resources))?;
             Ok(if off {
                 format!("consent no longer enforced on {resource}\n")
             } else {
@@ -389,9 +350,7 @@ pub async fn execute(daemon: &Daemon, command: Command) -> Result<String, CliErr
             })
         }
         Command::Consent(ConsentCommand::List) => {
-            let answer = daemon
-                .call(c.list_consent_requests(o2m::ListConsentRequestsRequest {}))
-                .await?;
+            let answer = daemon.call(c.list_consent_requests(o2m::ListConsentRequestsRequest {})).await?;
             Ok(render::consent_requests(&answer.requests))
         }
         Command::Consent(ConsentCommand::Decide(args)) => {
@@ -401,16 +360,11 @@ pub async fn execute(daemon: &Daemon, command: Command) -> Result<String, CliErr
                 grant: args.grant,
             };
             let resources = std::slice::from_ref(&args.source);
-            daemon
-                .call(c.decide_consent(request))
-                .await
-                .map_err(|e| note_unresolved(e, resources))?;
+            daemon.call(c.decide_consent(request)).await.map_err(|e| note_unresolved(e, resources))?;
             let verb = if args.grant { "granted" } else { "denied" };
             Ok(format!("{verb}: {} → {}\n", args.source, args.destination))
         }
-        Command::Demo(_) => Err(CliError::BadAnswer(
-            "the demo does not talk to a daemon".to_owned(),
-        )),
+        Command::Demo(_) => Err(CliError::BadAnswer("the demo does not talk to a daemon".to_owned())),
     }
 }
 
@@ -425,11 +379,7 @@ fn unresolved_note(resources: &[ResourceArg]) -> Option<String> {
         .iter()
         .filter_map(|r| {
             let path = r.unresolved.as_ref()?;
-            Some(format!(
-                "{} does not exist here; asked about {}",
-                path.display(),
-                r.id
-            ))
+            Some(format!("{} does not exist here; asked about {}", path.display(), r.id))
         })
         .collect();
     (!notes.is_empty()).then(|| notes.join("; "))
@@ -443,16 +393,9 @@ fn warn_unresolved(resources: &[ResourceArg]) {
 
 fn note_unresolved(error: CliError, resources: &[ResourceArg]) -> CliError {
     match (error, unresolved_note(resources)) {
-        (
-            CliError::Refused {
-                code: Code::NotFound,
-                message,
-            },
-            Some(note),
-        ) => CliError::Refused {
-            code: Code::NotFound,
-            message: format!("{message} (note: {note})"),
-        },
+        (CliError::Refused { code: Code::NotFound, message }, Some(note)) => {
+            CliError::Refused { code: Code::NotFound, message: format!("{message} (note: {note})") }
+        }
         (error, _) => error,
     }
 }
@@ -476,23 +419,14 @@ mod tests {
         let e = parse(&["policy", "set", "file:///x"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         let cli = parse(&["policy", "set", "exe:///usr/bin/server", "--integrity", "3"]).unwrap();
-        let Command::Policy(PolicyCommand::Set(args)) = cli.command else {
-            panic!("{cli:?}")
-        };
+        let Command::Policy(PolicyCommand::Set(args)) = cli.command else { panic!("{cli:?}") };
         assert_eq!(args.resource.id, "exe:///usr/bin/server");
         assert_eq!(args.integrity, Some(3));
         assert_eq!(args.confidentiality, None);
         let cli = parse(&["policy", "set", "file:///x", "--confidentiality", "secret"]).unwrap();
-        let Command::Policy(PolicyCommand::Set(args)) = cli.command else {
-            panic!("{cli:?}")
-        };
+        let Command::Policy(PolicyCommand::Set(args)) = cli.command else { panic!("{cli:?}") };
         assert_eq!(args.confidentiality, Some(Confidentiality::Secret));
-        assert_eq!(
-            parse(&["policy", "set", "file:///x", "--confidentiality", "top"])
-                .unwrap_err()
-                .exit_code(),
-            2
-        );
+        assert_eq!(parse(&["policy", "set", "file:///x", "--confidentiality", "top"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]
@@ -505,35 +439,14 @@ mod tests {
     #[test]
     fn consent_decide_needs_exactly_one_answer() {
         assert!(parse(&["consent", "decide", "file:///x", "node:node-b"]).is_err());
-        assert!(
-            parse(&[
-                "consent",
-                "decide",
-                "file:///x",
-                "node:node-b",
-                "--grant",
-                "--deny"
-            ])
-            .is_err()
-        );
+        assert!(parse(&["consent", "decide", "file:///x", "node:node-b", "--grant", "--deny"]).is_err());
         assert!(parse(&["consent", "decide", "file:///x", "node:bad node", "--grant"]).is_err());
-        let cli = parse(&[
-            "consent",
-            "decide",
-            "file:///x",
-            "file:///y@node-b",
-            "--deny",
-        ])
-        .unwrap();
-        let Command::Consent(ConsentCommand::Decide(args)) = cli.command else {
-            panic!("{cli:?}")
-        };
+        let cli = parse(&["consent", "decide", "file:///x", "file:///y@node-b", "--deny"]).unwrap();
+        let Command::Consent(ConsentCommand::Decide(args)) = cli.command else { panic!("{cli:?}") };
         assert_eq!(args.destination, "file:///y@node-b");
         assert!(args.deny && !args.grant);
         let cli = parse(&["consent", "decide", "file:///x", "node:node-b", "--grant"]).unwrap();
-        let Command::Consent(ConsentCommand::Decide(args)) = cli.command else {
-            panic!("{cli:?}")
-        };
+        let Command::Consent(ConsentCommand::Decide(args)) = cli.command else { panic!("{cli:?}") };
         assert_eq!(args.destination, "node:node-b");
     }
 
@@ -543,31 +456,14 @@ mod tests {
         assert_eq!(cli.socket, PathBuf::from("/tmp/s.sock"));
         assert_eq!(cli.timeout, 3);
         assert!(parse(&["status", "--timeout", "0"]).is_err());
-        let cli = parse(&[
-            "audit",
-            "--decision",
-            "denied",
-            "--limit",
-            "5",
-            "--format",
-            "json",
-        ])
-        .unwrap();
-        let Command::Audit(args) = cli.command else {
-            panic!("{cli:?}")
-        };
-        assert_eq!(
-            (args.decision, args.limit, args.format),
-            (Some(AuditDecision::Denied), 5, Format::Json)
-        );
+        let cli = parse(&["audit", "--decision", "denied", "--limit", "5", "--format", "json"]).unwrap();
+        let Command::Audit(args) = cli.command else { panic!("{cli:?}") };
+        assert_eq!((args.decision, args.limit, args.format), (Some(AuditDecision::Denied), 5, Format::Json));
     }
 
     #[test]
     fn unreachable_message_says_what_to_do() {
-        let e = CliError::Unreachable {
-            socket: DEFAULT_SOCKET.into(),
-            cause: "connection refused".into(),
-        };
+        let e = CliError::Unreachable { socket: DEFAULT_SOCKET.into(), cause: "connection refused".into() };
         assert_eq!(
             e.to_string(),
             "cannot reach the daemon at /run/trace2e/o2m.sock: connection refused \
@@ -577,14 +473,8 @@ mod tests {
 
     #[test]
     fn not_found_mentions_unresolved_paths() {
-        let r = ResourceArg {
-            id: "file:///gone".into(),
-            unresolved: Some("gone".into()),
-        };
-        let e = CliError::Refused {
-            code: Code::NotFound,
-            message: "unknown resource file:///gone@n".into(),
-        };
+        let r = ResourceArg { id: "file:///gone".into(), unresolved: Some("gone".into()) };
+        let e = CliError::Refused { code: Code::NotFound, message: "unknown resource file:///gone@n".into() };
         assert_eq!(
             note_unresolved(e, &[r]).to_string(),
             "unknown resource file:///gone@n (note: gone does not exist here; asked about file:///gone)"

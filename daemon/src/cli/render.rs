@@ -11,7 +11,8 @@
 //!   "provenance": ["file:///in@node-a", "process://42.1234@node-a"],
 //!   "lineage": [ { "source": "file:///in@node-a", "destination": "process://42.1234@node-a",
 //!                  "time_us": 1735732800000000, "time": "2025-01-01T12:00:00.000000Z",
-//!                  "bytes": 1024 } ] }
+//!                  "first_us": 1735732700000000, "first": "2025-01-01T11:58:20.000000Z",
+//!                  "flows": 3, "bytes": 1024 } ] }
 //! ```
 //!
 //! `trace2e audit --format json`:
@@ -30,8 +31,9 @@
 //! flows carry the resource they act on in `source` and an empty `destination`; a consent
 //! decision for a whole node has `destination` `node:NAME`; `reason` holds the denial and
 //! other details (new policy, fd, executable, external peer). Empty text means "none",
-//! `grant` 0 means no grant, `time` is `-` when `time_us` is 0. A lineage edge's time is
-//! that of the last flow along it.
+//! `grant` 0 means no grant, `time` is `-` when `time_us` is 0. A lineage edge's `time` is
+//! that of the last flow along it, `first` that of the first; `bytes` and `flows` add up
+//! all flows along it.
 //!
 //! `trace2e status --format json`: the fields of `StatusResponse` (`node`, `version`,
 //! `uptime_secs`, `addresses`, `processes`, `enrolled`, `active_grants`, `resources`,
@@ -65,12 +67,7 @@ pub fn time_us(us: u64) -> String {
     let micros = us % 1_000_000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
@@ -116,13 +113,7 @@ fn json<T: Serialize>(value: &T) -> String {
 fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -172,11 +163,7 @@ pub fn status(s: &o2m::StatusResponse, format: Format) -> String {
             denied: s.denied,
         }),
         Format::Text => {
-            let addresses = if s.addresses.is_empty() {
-                "-".to_owned()
-            } else {
-                s.addresses.join(", ")
-            };
+            let addresses = if s.addresses.is_empty() { "-".to_owned() } else { s.addresses.join(", ") };
             let rows = [
                 ("node", s.node.clone()),
                 ("version", s.version.clone()),
@@ -186,13 +173,7 @@ pub fn status(s: &o2m::StatusResponse, format: Format) -> String {
                 ("enrolled fds", s.enrolled.to_string()),
                 ("active grants", s.active_grants.to_string()),
                 ("resources", s.resources.to_string()),
-                (
-                    "audit records",
-                    format!(
-                        "{} (granted {}, denied {})",
-                        s.audit_records, s.granted, s.denied
-                    ),
-                ),
+                ("audit records", format!("{} (granted {}, denied {})", s.audit_records, s.granted, s.denied)),
             ];
             table(&rows.map(|(k, v)| vec![k.to_owned(), v]))
         }
@@ -233,17 +214,8 @@ pub fn policies(policies: &[(String, Policy)], format: Format) -> String {
                 .collect(),
         }),
         Format::Text => {
-            let mut rows = vec![
-                [
-                    "RESOURCE",
-                    "CONFIDENTIALITY",
-                    "INTEGRITY",
-                    "DELETED",
-                    "CONSENT",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ];
+            let mut rows =
+                vec![["RESOURCE", "CONFIDENTIALITY", "INTEGRITY", "DELETED", "CONSENT"].map(str::to_owned).to_vec()];
             rows.extend(policies.iter().map(|(resource, p)| {
                 vec![
                     resource.clone(),
@@ -264,6 +236,9 @@ struct EdgeJson<'a> {
     destination: &'a str,
     time_us: u64,
     time: String,
+    first_us: u64,
+    first: String,
+    flows: u64,
     bytes: u64,
 }
 
@@ -288,6 +263,9 @@ pub fn provenance(p: &o2m::ProvenanceResponse, format: Format) -> String {
                     destination: &e.destination,
                     time_us: e.time_us,
                     time: time_us(e.time_us),
+                    first_us: e.first_us,
+                    first: time_us(e.first_us),
+                    flows: e.flows,
                     bytes: e.bytes,
                 })
                 .collect(),
@@ -313,6 +291,7 @@ pub fn provenance(p: &o2m::ProvenanceResponse, format: Format) -> String {
                         vec![
                             format!("  {}", time_us(e.time_us)),
                             format!("{} → {}", e.source, e.destination),
+                            format!("{} flow{}", e.flows, if e.flows == 1 { "" } else { "s" }),
                             format!("{} B", e.bytes),
                         ]
                     })
@@ -374,11 +353,9 @@ pub fn audit(records: &[o2m::AuditRecord], format: Format) -> String {
                 return "no audit records\n".to_owned();
             }
             let mut rows = vec![
-                [
-                    "SEQ", "TIME", "KIND", "PROCESS", "FLOW", "DIR", "BYTES", "RESULT", "REASON",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
+                ["SEQ", "TIME", "KIND", "PROCESS", "FLOW", "DIR", "BYTES", "RESULT", "REASON"]
+                    .map(str::to_owned)
+                    .to_vec(),
             ];
             rows.extend(records.iter().map(|r| {
                 let flow = match (r.source.is_empty(), r.destination.is_empty()) {
@@ -410,10 +387,8 @@ pub fn consent_requests(requests: &[o2m::ConsentRequest]) -> String {
     if requests.is_empty() {
         return "no pending consent requests\n".to_owned();
     }
-    let rows: Vec<Vec<String>> = requests
-        .iter()
-        .map(|r| vec![r.source.clone(), "→".to_owned(), r.destination.clone()])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        requests.iter().map(|r| vec![r.source.clone(), "→".to_owned(), r.destination.clone()]).collect();
     table(&rows)
 }
 
@@ -443,6 +418,8 @@ mod tests {
             destination: destination.into(),
             time_us: t,
             bytes,
+            first_us: t,
+            flows: 1,
         }
     }
 
@@ -466,24 +443,17 @@ provenance (2):
   file:///in@node-a
   process://42.1@node-a
 lineage (2 edges):
-  2025-01-01T12:00:00.000000Z  file:///in@node-a → process://42.1@node-a   1024 B
-  2025-01-01T12:00:00.000001Z  process://42.1@node-a → file:///out@node-a  7 B
+  2025-01-01T12:00:00.000000Z  file:///in@node-a → process://42.1@node-a   1 flow  1024 B
+  2025-01-01T12:00:00.000001Z  process://42.1@node-a → file:///out@node-a  1 flow  7 B
 ";
         assert_eq!(text, want);
-        let empty = o2m::ProvenanceResponse {
-            resource: "file:///x@n".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            provenance(&empty, Format::Text),
-            "file:///x@n\nprovenance: none\nlineage: none\n"
-        );
+        let empty = o2m::ProvenanceResponse { resource: "file:///x@n".into(), ..Default::default() };
+        assert_eq!(provenance(&empty, Format::Text), "file:///x@n\nprovenance: none\nlineage: none\n");
     }
 
     #[test]
     fn provenance_json_is_the_documented_object() {
-        let v: serde_json::Value =
-            serde_json::from_str(&provenance(&sample_provenance(), Format::Json)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&provenance(&sample_provenance(), Format::Json)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
@@ -491,9 +461,11 @@ lineage (2 edges):
                 "provenance": ["file:///in@node-a", "process://42.1@node-a"],
                 "lineage": [
                     {"source": "file:///in@node-a", "destination": "process://42.1@node-a",
-                     "time_us": NOON, "time": "2025-01-01T12:00:00.000000Z", "bytes": 1024},
+                     "time_us": NOON, "time": "2025-01-01T12:00:00.000000Z",
+                     "first_us": NOON, "first": "2025-01-01T12:00:00.000000Z", "flows": 1, "bytes": 1024},
                     {"source": "process://42.1@node-a", "destination": "file:///out@node-a",
-                     "time_us": NOON + 1, "time": "2025-01-01T12:00:00.000001Z", "bytes": 7},
+                     "time_us": NOON + 1, "time": "2025-01-01T12:00:00.000001Z",
+                     "first_us": NOON + 1, "first": "2025-01-01T12:00:00.000001Z", "flows": 1, "bytes": 7},
                 ]
             })
         );
@@ -518,10 +490,7 @@ lineage (2 edges):
 
     #[test]
     fn audit_text_is_aligned() {
-        let records = [
-            record(9, "granted", ""),
-            record(10, "denied", "denied by integrity policy"),
-        ];
+        let records = [record(9, "granted", ""), record(10, "denied", "denied by integrity policy")];
         let text = audit(&records, Format::Text);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
@@ -541,8 +510,7 @@ lineage (2 edges):
 
     #[test]
     fn audit_json_is_the_documented_object() {
-        let v: serde_json::Value =
-            serde_json::from_str(&audit(&[record(3, "granted", "")], Format::Json)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&audit(&[record(3, "granted", "")], Format::Json)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"records": [{
@@ -595,10 +563,7 @@ lineage (2 edges):
         assert!(text.starts_with("node           node-a\n"), "{text}");
         assert!(text.contains("uptime         1h 2m 5s\n"), "{text}");
         assert!(text.contains("addresses      10.0.0.1, ::1\n"), "{text}");
-        assert!(
-            text.contains("audit records  12 (granted 10, denied 2)\n"),
-            "{text}"
-        );
+        assert!(text.contains("audit records  12 (granted 10, denied 2)\n"), "{text}");
         let v: serde_json::Value = serde_json::from_str(&status(&s, Format::Json)).unwrap();
         assert_eq!(v["node"], "node-a");
         assert_eq!(v["uptime_secs"], 3725);
@@ -608,10 +573,7 @@ lineage (2 edges):
     #[test]
     fn consent_list() {
         assert_eq!(consent_requests(&[]), "no pending consent requests\n");
-        let r = [o2m::ConsentRequest {
-            source: "file:///x@a".into(),
-            destination: "node:b".into(),
-        }];
+        let r = [o2m::ConsentRequest { source: "file:///x@a".into(), destination: "node:b".into() }];
         assert_eq!(consent_requests(&r), "file:///x@a  →  node:b\n");
     }
 }

@@ -42,15 +42,10 @@ impl ResourceArg {
         }
         if has_scheme(arg) {
             let id = match arg.rsplit_once('@') {
-                Some((_, node)) if !node.contains('/') => {
-                    arg.parse::<LocalizedResource>()?.to_string()
-                }
+                Some((_, node)) if !node.contains('/') => arg.parse::<LocalizedResource>()?.to_string(),
                 _ => arg.parse::<Resource>()?.to_string(),
             };
-            return Ok(Self {
-                id,
-                unresolved: None,
-            });
+            return Ok(Self { id, unresolved: None });
         }
         let whole = cwd.join(arg);
         let (path, node) = match arg.rsplit_once('@') {
@@ -65,10 +60,7 @@ impl ResourceArg {
             Some(node) => resource.at(&node).to_string(),
             None => resource.to_string(),
         };
-        Ok(Self {
-            id,
-            unresolved: (!resolved).then(|| PathBuf::from(arg)),
-        })
+        Ok(Self { id, unresolved: (!resolved).then(|| PathBuf::from(arg)) })
     }
 }
 
@@ -101,9 +93,8 @@ pub enum InvalidResourceArg {
 
 /// `scheme://…`, with a scheme of ASCII letters: never a plain path in practice.
 fn has_scheme(arg: &str) -> bool {
-    arg.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphabetic())
-    })
+    arg.split_once("://")
+        .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphabetic()))
 }
 
 /// The canonical form of `path` (absolute), and whether it could be canonicalized.
@@ -137,22 +128,10 @@ mod tests {
     fn uris_are_checked_and_normalized() {
         let cwd = Path::new("/");
         assert_eq!(parse("file:///data/cv.txt", cwd).id, "file:///data/cv.txt");
-        assert_eq!(
-            parse("file:///data/cv.txt@node-b", cwd).id,
-            "file:///data/cv.txt@node-b"
-        );
-        assert_eq!(
-            parse("exe:///usr/bin/server", cwd).id,
-            "exe:///usr/bin/server"
-        );
-        assert_eq!(
-            parse("tcp://10.0.0.1:4000/[::1]:80", cwd).id,
-            "tcp://10.0.0.1:4000/[::1]:80"
-        );
-        assert_eq!(
-            parse("tcp://10.0.0.1:4000/10.0.0.2:80@node-a", cwd).id,
-            "tcp://10.0.0.1:4000/10.0.0.2:80@node-a"
-        );
+        assert_eq!(parse("file:///data/cv.txt@node-b", cwd).id, "file:///data/cv.txt@node-b");
+        assert_eq!(parse("exe:///usr/bin/server", cwd).id, "exe:///usr/bin/server");
+        assert_eq!(parse("tcp://10.0.0.1:4000/[::1]:80", cwd).id, "tcp://10.0.0.1:4000/[::1]:80");
+        assert_eq!(parse("tcp://10.0.0.1:4000/10.0.0.2:80@node-a", cwd).id, "tcp://10.0.0.1:4000/10.0.0.2:80@node-a");
         assert_eq!(parse("process://42.1234", cwd).id, "process://42.1234");
         assert_eq!(parse("file:///a%40b", cwd).id, "file:///a%40b");
         assert_eq!(parse("file:///missing", cwd).unresolved, None);
@@ -161,15 +140,8 @@ mod tests {
     #[test]
     fn bad_uris_are_refused() {
         let cwd = Path::new("/");
-        for bad in [
-            "",
-            "file://relative",
-            "ftp:///x",
-            "process://12",
-            "tcp://x/y",
-            "file:///x@bad node",
-            "file:///x@",
-        ] {
+        for bad in ["", "file://relative", "ftp:///x", "process://12", "tcp://x/y", "file:///x@bad node", "file:///x@"]
+        {
             assert!(ResourceArg::parse_in(bad, cwd).is_err(), "{bad:?} accepted");
         }
     }
@@ -189,10 +161,7 @@ mod tests {
         }
         let absolute = root.join("link/a.txt");
         assert_eq!(parse(absolute.to_str().unwrap(), Path::new("/")).id, want);
-        assert_eq!(
-            parse("sub/a.txt@node-b", &root).id,
-            format!("{want}@node-b")
-        );
+        assert_eq!(parse("sub/a.txt@node-b", &root).id, format!("{want}@node-b"));
     }
 
     #[test]

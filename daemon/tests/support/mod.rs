@@ -92,7 +92,8 @@ impl Daemon {
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.cli(args);
         assert!(out.status.success(), "trace2e {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// A typed O2M client.
@@ -102,7 +103,9 @@ impl Daemon {
             .unwrap()
             .connect_with_connector(tower::service_fn(move |_| {
                 let path = path.clone();
-                async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                }
             }))
             .await
             .unwrap();

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 use trace2e_io::fs::{File, OpenOptions};
 use trace2e_io::net::{TcpListener, TcpStream};
 
-const USAGE: &str = "usage: trace2e-proc cp SRC DST | cat FILE | write FILE TEXT | send ADDR FILE | recv LISTEN_ADDR FILE";
+const USAGE: &str =
+    "usage: trace2e-proc cp SRC DST | cat FILE | write FILE TEXT | send ADDR FILE | recv LISTEN_ADDR FILE";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,10 +42,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((step, e)) => {
-            if let Some(denied) = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<trace2e_io::Denied>())
-            {
+            if let Some(denied) = e.get_ref().and_then(|inner| inner.downcast_ref::<trace2e_io::Denied>()) {
                 eprintln!("trace2e-proc: {step}: {denied}");
                 ExitCode::from(13)
             } else {
@@ -81,24 +79,15 @@ fn cat(file: &str) -> StepResult {
 }
 
 fn write(file: &str, text: &str) -> StepResult {
-    let mut output = at(
-        format!("create {file}"),
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(file),
-    )?;
+    let mut output =
+        at(format!("create {file}"), OpenOptions::new().write(true).create(true).truncate(true).open(file))?;
     at(format!("write {file}"), output.write_all(text.as_bytes()))
 }
 
 fn send(addr: &str, file: &str) -> StepResult {
     let mut input = at(format!("open {file}"), File::open(file))?;
     let mut stream = at(format!("connect {addr}"), TcpStream::connect(addr))?;
-    let n = at(
-        format!("send {file} to {addr}"),
-        io::copy(&mut input, &mut stream),
-    )?;
+    let n = at(format!("send {file} to {addr}"), io::copy(&mut input, &mut stream))?;
     at("shutdown", stream.shutdown(std::net::Shutdown::Write))?;
     eprintln!("sent {n} bytes of {file} to {addr}");
     Ok(())
@@ -111,10 +100,7 @@ fn recv(addr: &str, file: &str) -> StepResult {
     at("flush stdout", io::stdout().flush())?;
     let (mut stream, peer) = at("accept", listener.accept())?;
     let mut output = at(format!("create {file}"), File::create(file))?;
-    let n = at(
-        format!("receive from {peer} into {file}"),
-        io::copy(&mut stream, &mut output),
-    )?;
+    let n = at(format!("receive from {peer} into {file}"), io::copy(&mut stream, &mut output))?;
     eprintln!("received {n} bytes from {peer} into {file}");
     Ok(())
 }

@@ -57,45 +57,27 @@ impl GrpcTransport {
                     format!("cannot start the gRPC client runtime: {e}"),
                 )
             })?;
-        let shared = Arc::new(Shared {
-            socket,
-            channel: tokio::sync::Mutex::new(None),
-        });
-        Ok(Self {
-            runtime: Some(runtime),
-            shared,
-            deadlines,
-        })
+        let shared = Arc::new(Shared { socket, channel: tokio::sync::Mutex::new(None) });
+        Ok(Self { runtime: Some(runtime), shared, deadlines })
     }
 
     /// Runs `call` on the client's runtime with a connected client, within `deadline`,
     /// and blocks the calling thread until it finishes.
-    fn call<T, F, Fut>(
-        &self,
-        operation: &'static str,
-        deadline: Duration,
-        call: F,
-    ) -> Result<T, DaemonUnavailable>
+    fn call<T, F, Fut>(&self, operation: &'static str, deadline: Duration, call: F) -> Result<T, DaemonUnavailable>
     where
         T: Send + 'static,
         F: FnOnce(P2mClient<Channel>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, tonic::Status>> + Send,
     {
         let Some(runtime) = self.runtime.as_ref() else {
-            return Err(DaemonUnavailable::new(
-                UnavailableKind::Failed,
-                operation,
-                "the gRPC client is shut down",
-            ));
+            return Err(DaemonUnavailable::new(UnavailableKind::Failed, operation, "the gRPC client is shut down"));
         };
         let shared = self.shared.clone();
         let (tx, rx) = mpsc::sync_channel(1);
         runtime.spawn(async move {
             let work = async {
                 let client = P2mClient::new(shared.channel(operation).await?);
-                call(client)
-                    .await
-                    .map_err(|status| from_status(operation, &shared.socket, &status))
+                call(client).await.map_err(|status| from_status(operation, &shared.socket, &status))
             };
             let result = match tokio::time::timeout(deadline, work).await {
                 Ok(result) => result,
@@ -130,11 +112,7 @@ impl Shared {
             DaemonUnavailable::new(
                 UnavailableKind::Unreachable,
                 operation,
-                format!(
-                    "cannot connect to {}: {}",
-                    self.socket.display(),
-                    error_chain(&e)
-                ),
+                format!("cannot connect to {}: {}", self.socket.display(), error_chain(&e)),
             )
         })?;
         *channel = Some(c.clone());
@@ -148,11 +126,7 @@ async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_static("http://[::]:50051")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
         }))
         .await
 }
@@ -169,29 +143,16 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn timed_out(operation: &'static str, deadline: Duration) -> DaemonUnavailable {
-    DaemonUnavailable::new(
-        UnavailableKind::TimedOut,
-        operation,
-        format!("no answer within {deadline:?}"),
-    )
+    DaemonUnavailable::new(UnavailableKind::TimedOut, operation, format!("no answer within {deadline:?}"))
 }
 
-fn from_status(
-    operation: &'static str,
-    socket: &Path,
-    status: &tonic::Status,
-) -> DaemonUnavailable {
+fn from_status(operation: &'static str, socket: &Path, status: &tonic::Status) -> DaemonUnavailable {
     let kind = match status.code() {
         tonic::Code::Unavailable => UnavailableKind::Unreachable,
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => UnavailableKind::TimedOut,
         _ => UnavailableKind::Failed,
     };
-    let mut detail = format!(
-        "{} ({:?}): {}",
-        socket.display(),
-        status.code(),
-        status.message()
-    );
+    let mut detail = format!("{} ({:?}): {}", socket.display(), status.code(), status.message());
     if let Some(source) = std::error::Error::source(status) {
         detail.push_str(": ");
         detail.push_str(&error_chain(source));
@@ -213,51 +174,37 @@ impl Transport for GrpcTransport {
                     DaemonUnavailable::new(
                         UnavailableKind::Failed,
                         "enroll",
-                        format!(
-                            "{} is not UTF-8, which P2M over gRPC cannot carry",
-                            path.display()
-                        ),
+                        format!("{} is not UTF-8, which P2M over gRPC cannot carry", path.display()),
                     )
                 })?;
-                p2m::enroll_request::Target::File(p2m::FileTarget {
-                    path: path.to_owned(),
-                })
+                p2m::enroll_request::Target::File(p2m::FileTarget { path: path.to_owned() })
             }
-            Target::Stream { local, peer } => {
-                p2m::enroll_request::Target::Stream(p2m::StreamTarget {
-                    local: local.to_string(),
-                    peer: peer.to_string(),
-                })
-            }
+            Target::Stream { local, peer } => p2m::enroll_request::Target::Stream(p2m::StreamTarget {
+                local: local.to_string(),
+                peer: peer.to_string(),
+            }),
         };
-        let message = p2m::EnrollRequest {
-            fd: fd.0,
-            target: Some(target),
-        };
+        let message = p2m::EnrollRequest { fd: fd.0, target: Some(target) };
         let deadline = self.deadlines.short;
-        self.call("enroll", deadline, move |mut c| async move {
-            c.enroll(with_deadline(message, deadline)).await.map(drop)
-        })
+        self.call(
+            "enroll",
+            deadline,
+            move |mut c| async move { c.enroll(with_deadline(message, deadline)).await.map(drop) },
+        )
     }
 
     fn unenroll(&self, fd: Fd) -> Result<(), DaemonUnavailable> {
         let deadline = self.deadlines.short;
         self.call("unenroll", deadline, move |mut c| async move {
-            c.unenroll(with_deadline(p2m::UnenrollRequest { fd: fd.0 }, deadline))
-                .await
-                .map(drop)
+            c.unenroll(with_deadline(p2m::UnenrollRequest { fd: fd.0 }, deadline)).await.map(drop)
         })
     }
 
     fn request(&self, fd: Fd, direction: Direction) -> Result<Decision, DaemonUnavailable> {
         let deadline = self.deadlines.request;
-        let message = p2m::IoRequest {
-            fd: fd.0,
-            direction: p2m::Direction::from(direction) as i32,
-        };
-        let decision = self.call("request", deadline, move |mut c| async move {
-            c.request(with_deadline(message, deadline)).await
-        })?;
+        let message = p2m::IoRequest { fd: fd.0, direction: p2m::Direction::from(direction) as i32 };
+        let decision = self
+            .call("request", deadline, move |mut c| async move { c.request(with_deadline(message, deadline)).await })?;
         Decision::try_from(decision.into_inner()).map_err(|e| {
             DaemonUnavailable::new(
                 UnavailableKind::Failed,
@@ -269,13 +216,11 @@ impl Transport for GrpcTransport {
 
     fn report(&self, grant: GrantId, outcome: IoOutcome) -> Result<(), DaemonUnavailable> {
         let deadline = self.deadlines.short;
-        let message = p2m::IoReport {
-            grant: grant.0,
-            ok: outcome.ok,
-            bytes: outcome.bytes,
-        };
-        self.call("report", deadline, move |mut c| async move {
-            c.report(with_deadline(message, deadline)).await.map(drop)
-        })
+        let message = p2m::IoReport { grant: grant.0, ok: outcome.ok, bytes: outcome.bytes };
+        self.call(
+            "report",
+            deadline,
+            move |mut c| async move { c.report(with_deadline(message, deadline)).await.map(drop) },
+        )
     }
 }

@@ -77,8 +77,7 @@ fn misconfigured(detail: String) -> DaemonUnavailable {
 }
 
 fn new_transport() -> Result<Arc<dyn Transport>, DaemonUnavailable> {
-    let socket = std::env::var_os("TRACE2E_SOCKET")
-        .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from);
+    let socket = std::env::var_os("TRACE2E_SOCKET").map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from);
     let request = match std::env::var("TRACE2E_TIMEOUT_MS") {
         Err(std::env::VarError::NotPresent) => DEFAULT_REQUEST_TIMEOUT,
         Ok(ms) => match ms.trim().parse::<u64>() {
@@ -91,21 +90,12 @@ fn new_transport() -> Result<Arc<dyn Transport>, DaemonUnavailable> {
         },
         Err(e) => return Err(misconfigured(format!("TRACE2E_TIMEOUT_MS: {e}"))),
     };
-    let config = Config {
-        socket,
-        deadlines: Deadlines {
-            request,
-            short: SHORT_TIMEOUT,
-        },
-    };
+    let config = Config { socket, deadlines: Deadlines { request, short: SHORT_TIMEOUT } };
     match std::env::var("TRACE2E_TRANSPORT").as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("grpc") => Ok(Arc::new(grpc::GrpcTransport::new(
-            config.socket,
-            config.deadlines,
-        )?)),
-        Ok(other) => Err(misconfigured(format!(
-            "unknown TRACE2E_TRANSPORT={other:?} (expected \"grpc\")"
-        ))),
+        Err(std::env::VarError::NotPresent) | Ok("grpc") => {
+            Ok(Arc::new(grpc::GrpcTransport::new(config.socket, config.deadlines)?))
+        }
+        Ok(other) => Err(misconfigured(format!("unknown TRACE2E_TRANSPORT={other:?} (expected \"grpc\")"))),
         Err(e) => Err(misconfigured(format!("TRACE2E_TRANSPORT: {e}"))),
     }
 }
@@ -137,10 +127,7 @@ pub(crate) fn client() -> Result<Client, DaemonUnavailable> {
     if let Some(g) = global.as_ref()
         && g.pid == pid
     {
-        return Ok(Client {
-            pid,
-            transport: g.transport.clone(),
-        });
+        return Ok(Client { pid, transport: g.transport.clone() });
     }
     if let Some(stale) = global.take() {
         // Inherited from the parent across fork: its runtime's threads do not exist in
@@ -148,9 +135,6 @@ pub(crate) fn client() -> Result<Client, DaemonUnavailable> {
         std::mem::forget(stale);
     }
     let transport = new_transport()?;
-    *global = Some(Global {
-        pid,
-        transport: transport.clone(),
-    });
+    *global = Some(Global { pid, transport: transport.clone() });
     Ok(Client { pid, transport })
 }

@@ -67,10 +67,7 @@ impl Recorder {
 
 #[tonic::async_trait]
 impl P2m for Recorder {
-    async fn enroll(
-        &self,
-        request: Request<p2m::EnrollRequest>,
-    ) -> Result<Response<p2m::EnrollResponse>, Status> {
+    async fn enroll(&self, request: Request<p2m::EnrollRequest>) -> Result<Response<p2m::EnrollResponse>, Status> {
         let r = request.into_inner();
         let target = match r.target {
             Some(p2m::enroll_request::Target::File(f)) => format!("file://{}", f.path),
@@ -78,10 +75,7 @@ impl P2m for Recorder {
             None => return Err(Status::invalid_argument("no target")),
         };
         self.with(|i| {
-            i.events.push(Event::Enroll {
-                fd: r.fd,
-                target: target.clone(),
-            });
+            i.events.push(Event::Enroll { fd: r.fd, target: target.clone() });
             i.enrolled.insert(r.fd, target.clone());
         });
         Ok(Response::new(p2m::EnrollResponse { resource: target }))
@@ -99,40 +93,20 @@ impl P2m for Recorder {
         Ok(Response::new(p2m::UnenrollResponse {}))
     }
 
-    async fn request(
-        &self,
-        request: Request<p2m::IoRequest>,
-    ) -> Result<Response<p2m::IoDecision>, Status> {
+    async fn request(&self, request: Request<p2m::IoRequest>) -> Result<Response<p2m::IoDecision>, Status> {
         let r = request.into_inner();
-        let direction = Direction::try_from(r.direction)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let direction = Direction::try_from(r.direction).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(stall) = self.with(|i| i.stall_requests) {
             tokio::time::sleep(stall).await;
         }
         let decision = self.with(|i| {
             let target = i.enrolled.get(&r.fd).cloned();
             let Some(t) = target.clone() else {
-                i.events.push(Event::Request {
-                    fd: r.fd,
-                    target: None,
-                    direction,
-                    granted: false,
-                });
-                return Err(Status::failed_precondition(format!(
-                    "fd {} is not enrolled",
-                    r.fd
-                )));
+                i.events.push(Event::Request { fd: r.fd, target: None, direction, granted: false });
+                return Err(Status::failed_precondition(format!("fd {} is not enrolled", r.fd)));
             };
-            let denied = i
-                .deny
-                .iter()
-                .any(|(pat, d)| t.contains(pat.as_str()) && d.is_none_or(|d| d == direction));
-            i.events.push(Event::Request {
-                fd: r.fd,
-                target,
-                direction,
-                granted: !denied,
-            });
+            let denied = i.deny.iter().any(|(pat, d)| t.contains(pat.as_str()) && d.is_none_or(|d| d == direction));
+            i.events.push(Event::Request { fd: r.fd, target, direction, granted: !denied });
             if denied {
                 Ok(p2m::io_decision::Decision::Denial(p2m::Denial {
                     policy: p2m::PolicyKind::from(PolicyKind::Integrity) as i32,
@@ -145,30 +119,17 @@ impl P2m for Recorder {
                 Ok(p2m::io_decision::Decision::Grant(i.next_grant))
             }
         })?;
-        Ok(Response::new(p2m::IoDecision {
-            decision: Some(decision),
-        }))
+        Ok(Response::new(p2m::IoDecision { decision: Some(decision) }))
     }
 
-    async fn report(
-        &self,
-        request: Request<p2m::IoReport>,
-    ) -> Result<Response<p2m::ReportResponse>, Status> {
+    async fn report(&self, request: Request<p2m::IoReport>) -> Result<Response<p2m::ReportResponse>, Status> {
         let r = request.into_inner();
         self.with(|i| {
             if i.fail_reports {
                 return Err(Status::internal("reports fail in this test"));
             }
-            let (target, direction) = i
-                .grants
-                .remove(&r.grant)
-                .ok_or_else(|| Status::not_found("unknown grant"))?;
-            i.events.push(Event::Report {
-                target,
-                direction,
-                ok: r.ok,
-                bytes: r.bytes,
-            });
+            let (target, direction) = i.grants.remove(&r.grant).ok_or_else(|| Status::not_found("unknown grant"))?;
+            i.events.push(Event::Report { target, direction, ok: r.ok, bytes: r.bytes });
             Ok(Response::new(p2m::ReportResponse {}))
         })
     }
@@ -184,11 +145,7 @@ pub struct FakeDaemon {
 impl FakeDaemon {
     /// Serves on `path`.
     pub fn start(path: &Path) -> FakeDaemon {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let recorder = Recorder::default();
         let listener = {
             let _guard = runtime.enter();
@@ -200,18 +157,12 @@ impl FakeDaemon {
                 .add_service(service)
                 .serve_with_incoming(UnixListenerStream::new(listener)),
         );
-        FakeDaemon {
-            recorder,
-            socket: path.to_owned(),
-            runtime: Some(runtime),
-        }
+        FakeDaemon { recorder, socket: path.to_owned(), runtime: Some(runtime) }
     }
 
     /// Serves on `$TRACE2E_SOCKET`, where the client will look for it.
     pub fn start_from_env() -> FakeDaemon {
-        Self::start(Path::new(
-            &std::env::var_os("TRACE2E_SOCKET").expect("TRACE2E_SOCKET is set by the runner"),
-        ))
+        Self::start(Path::new(&std::env::var_os("TRACE2E_SOCKET").expect("TRACE2E_SOCKET is set by the runner")))
     }
 
     /// Kills the daemon: its connections close, its socket disappears.
@@ -232,8 +183,7 @@ impl FakeDaemon {
 
     /// Denies flows on targets containing `pattern` (in `direction`, or both).
     pub fn deny(&self, pattern: &str, direction: Option<Direction>) {
-        self.recorder
-            .with(|i| i.deny.push((pattern.to_owned(), direction)));
+        self.recorder.with(|i| i.deny.push((pattern.to_owned(), direction)));
     }
 
     pub fn fail_reports(&self, fail: bool) {
@@ -249,12 +199,7 @@ impl FakeDaemon {
         self.events()
             .into_iter()
             .filter_map(|e| match e {
-                Event::Report {
-                    target: t,
-                    direction,
-                    ok,
-                    bytes,
-                } if t == target => Some((direction, ok, bytes)),
+                Event::Report { target: t, direction, ok, bytes } if t == target => Some((direction, ok, bytes)),
                 _ => None,
             })
             .collect()
@@ -262,11 +207,7 @@ impl FakeDaemon {
 
     /// Total bytes reported as successfully moved in `direction` on `target`.
     pub fn bytes(&self, target: &str, direction: Direction) -> u64 {
-        self.flows(target)
-            .into_iter()
-            .filter(|(d, ok, _)| *d == direction && *ok)
-            .map(|(_, _, b)| b)
-            .sum()
+        self.flows(target).into_iter().filter(|(d, ok, _)| *d == direction && *ok).map(|(_, _, b)| b).sum()
     }
 
     /// Events about `target`'s fds: enrolls of it, requests and reports on it.
