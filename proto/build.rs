@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
-    let protos = ["proto/p2m.proto", "proto/o2m.proto"];
+    let protos = ["proto/p2m.proto", "proto/o2m.proto", "proto/m2m.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

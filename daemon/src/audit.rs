@@ -43,6 +43,14 @@ pub enum AuditKind {
     ConsentEnforced,
     /// An operator decided a consent request.
     ConsentDecision,
+    /// A peer node asked this node (the owner) whether some of its resources may flow to
+    /// a destination, with the answer.
+    RemoteCheck,
+    /// A peer node's process wrote to a stream whose receiving side is here: the
+    /// provenance the peer sent was recorded (or, if the peer never reported, assumed).
+    RemoteFlow,
+    /// A peer node deleted one of its resources (a tombstone is kept here).
+    RemoteDelete,
 }
 
 impl AuditKind {
@@ -60,6 +68,9 @@ impl AuditKind {
             Self::Delete => "delete",
             Self::ConsentEnforced => "consent_enforced",
             Self::ConsentDecision => "consent_decision",
+            Self::RemoteCheck => "remote_check",
+            Self::RemoteFlow => "remote_flow",
+            Self::RemoteDelete => "remote_delete",
         }
     }
 }
@@ -116,6 +127,8 @@ pub struct AuditEntry {
     pub external_peer: Option<SocketAddr>,
     /// A consent decision for a whole destination node.
     pub consent_node: Option<NodeId>,
+    /// The peer node that asked (remote events).
+    pub peer: Option<NodeId>,
     /// Flow direction.
     pub direction: Option<Direction>,
     /// Bytes reported.
@@ -143,6 +156,7 @@ impl AuditEntry {
             destination: None,
             external_peer: None,
             consent_node: None,
+            peer: None,
             direction: None,
             bytes: 0,
             grant: None,
@@ -211,6 +225,8 @@ pub struct AuditRecord {
     pub external_peer: Option<SocketAddr>,
     /// A consent decision for a whole destination node.
     pub consent_node: Option<NodeId>,
+    /// The peer node that asked (remote events).
+    pub peer: Option<NodeId>,
     /// Flow direction.
     pub direction: Option<Direction>,
     /// Bytes reported.
@@ -262,10 +278,13 @@ impl fmt::Display for AuditRecord {
         if let Some(n) = &self.consent_node {
             write!(f, " -> node:{n}")?;
         }
+        if let Some(n) = &self.peer {
+            write!(f, " (asked by {n})")?;
+        }
         if let Some(g) = self.grant {
             write!(f, " grant={g}")?;
         }
-        if self.kind == AuditKind::Report || self.kind == AuditKind::Expired {
+        if matches!(self.kind, AuditKind::Report | AuditKind::Expired | AuditKind::RemoteFlow) {
             write!(f, " bytes={}", self.bytes)?;
         }
         if let Some(p) = &self.policy {
@@ -291,7 +310,7 @@ impl serde::Serialize for AuditRecord {
         fn text<T: fmt::Display>(v: &Option<T>) -> Option<String> {
             v.as_ref().map(ToString::to_string)
         }
-        let mut st = s.serialize_struct("AuditRecord", 18)?;
+        let mut st = s.serialize_struct("AuditRecord", 19)?;
         st.serialize_field("seq", &self.seq)?;
         st.serialize_field("time_us", &self.time_us)?;
         st.serialize_field("node", self.node.as_str())?;
@@ -303,6 +322,7 @@ impl serde::Serialize for AuditRecord {
         st.serialize_field("destination", &text(&self.destination))?;
         st.serialize_field("external_peer", &text(&self.external_peer))?;
         st.serialize_field("consent_node", &text(&self.consent_node))?;
+        st.serialize_field("peer", &text(&self.peer))?;
         st.serialize_field("direction", &text(&self.direction))?;
         st.serialize_field("bytes", &self.bytes)?;
         st.serialize_field("grant", &self.grant.map(|g| g.0))?;
@@ -469,6 +489,7 @@ mod tests {
             destination: Some(Resource::file("/x").unwrap().at(&n1)),
             external_peer: None,
             consent_node: None,
+            peer: None,
             direction: Some(Direction::Write),
             bytes: 0,
             grant: None,

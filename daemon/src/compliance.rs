@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use trace2e_proto::{Confidentiality, Denial, IntegrityLevel, LocalizedResource, Policy, PolicyKind, Resource};
+use trace2e_proto::{Confidentiality, Denial, IntegrityLevel, LocalizedResource, NodeId, Policy, PolicyKind, Resource};
 
 use crate::provenance::LabelId;
 use crate::state::{ConsentKey, Label, State};
@@ -90,6 +90,19 @@ impl Rules {
         }
     }
 
+    /// Whether a label is a *conduit* as a source: the receiving side of a stream from a
+    /// managed peer node, without an explicit integrity level. Its data comes from its
+    /// provenance, whose owners judge it; a default level 0 would make every stream
+    /// between nodes unacceptable to a destination of level > 0.
+    pub fn conduit(&self, label: &Label) -> bool {
+        match &label.resource.resource {
+            Resource::Stream(s) if self.is_local(label) && label.policy.integrity.is_none() => {
+                matches!(self.topology.owner(s.peer.ip()), Owner::Peer(_))
+            }
+            _ => false,
+        }
+    }
+
     /// Effective confidentiality of a labelled resource.
     pub fn confidentiality(&self, state: &State, label: &Label) -> Confidentiality {
         match &label.resource.resource {
@@ -152,55 +165,138 @@ impl<'s> Offender<'s> {
     }
 }
 
-/// Evaluates a flow of `source` (and its provenance) to `destination`, without cache.
+/// What the rules need to know of a flow's destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// How denials name it (`file:///x@n1`, `external peer 9.9.9.9:80`).
+    pub name: String,
+    /// The node it lives on; `None` for an external peer.
+    pub node: Option<NodeId>,
+    /// Its integrity level (0 for an external peer).
+    pub integrity: IntegrityLevel,
+    /// Its confidentiality (external peers are never secret).
+    pub confidentiality: Confidentiality,
+    /// The label consent decisions for it are remembered under.
+    pub consent_key: LabelId,
+}
+
+/// Which sources of a flow this node judges with the policies it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Judged {
+    /// Every source, with the policies in this state (the rules in isolation).
+    All,
+    /// This node's own resources; a resource of another node only by its deletion
+    /// tombstone (its owner decides the rest, asked over M2M).
+    OwnOnly,
+}
+
+/// Evaluates a flow of `source` (and its provenance) to `destination`, without cache,
+/// judging every source with the policies in `state`.
 pub fn evaluate(
     state: &State,
     rules: &Rules,
     source: LabelId,
     destination: Destination,
 ) -> Result<Verdict, UnknownLabel> {
+    evaluate_with(state, rules, source, destination, None, Judged::All)
+}
+
+/// Evaluates a flow of `source` (and its provenance) to `destination`, without cache.
+/// `destination_policy`, when given, is the destination's policy as its owner states it
+/// (a stream side owned by a peer); a local tombstone on the destination still counts.
+pub fn evaluate_with(
+    state: &State,
+    rules: &Rules,
+    source: LabelId,
+    destination: Destination,
+    destination_policy: Option<Policy>,
+    judged: Judged,
+) -> Result<Verdict, UnknownLabel> {
     let src = get(state, source)?;
-    let (dst, dst_name, dst_level, dst_conf) = match destination {
+    let target = match destination {
         Destination::Label(d) => {
             let dst = get(state, d)?;
-            if dst.policy.deleted {
+            let (integrity, confidentiality, deleted) = match destination_policy {
+                Some(p) => (p.integrity, p.confidentiality, p.deleted || dst.policy.deleted),
+                None => (rules.integrity(state, dst), rules.confidentiality(state, dst), dst.policy.deleted),
+            };
+            if deleted {
                 return Ok(Verdict::Deny(Denial {
                     policy: PolicyKind::Deletion,
                     resource: dst.resource.clone(),
                     reason: format!("destination {} is deleted: nothing may flow into it", dst.resource),
                 }));
             }
-            (Some(dst), dst.resource.to_string(), rules.integrity(state, dst), rules.confidentiality(state, dst))
+            Target {
+                name: dst.resource.to_string(),
+                node: Some(dst.resource.node.clone()),
+                integrity,
+                confidentiality,
+                consent_key: d,
+            }
         }
-        Destination::External { peer, .. } => {
-            (None, format!("external peer {peer}"), IntegrityLevel(0), Confidentiality::Public)
-        }
+        Destination::External { stream, peer } => Target {
+            name: format!("external peer {peer}"),
+            node: None,
+            integrity: IntegrityLevel(0),
+            confidentiality: Confidentiality::Public,
+            consent_key: stream,
+        },
     };
+    let sources = std::iter::once(Ok((true, src, source)))
+        .chain(src.provenance.labels().iter().map(|id| get(state, *id).map(|l| (false, l, *id))));
+    let own = &rules.topology.node;
+    judge(state, rules, sources, |l| judged == Judged::All || &l.resource.node == own, &target)
+}
 
+/// The owner's side of a remote question: may `sources` (resources of this node) flow to
+/// `target`? Every source is judged; the smallest offender is named.
+pub fn evaluate_owned(
+    state: &State,
+    rules: &Rules,
+    sources: &[LabelId],
+    target: &Target,
+) -> Result<Verdict, UnknownLabel> {
+    judge(state, rules, sources.iter().map(|id| get(state, *id).map(|l| (false, l, *id))), |_| true, target)
+}
+
+/// The rules over `sources` (`(is the flow's source itself, label, id)`). A source for
+/// which `full` is false is judged only by its deletion tombstone.
+fn judge<'s>(
+    state: &'s State,
+    rules: &Rules,
+    sources: impl Iterator<Item = Result<(bool, &'s Label, LabelId), UnknownLabel>>,
+    full: impl Fn(&Label) -> bool,
+    target: &Target,
+) -> Result<Verdict, UnknownLabel> {
+    let dst_name = &target.name;
     let mut deleted = Offender { found: None };
     let mut integrity = Offender { found: None };
     let mut secret = Offender { found: None };
-    let mut consent = false;
-    let sources = std::iter::once(Ok((true, src)))
-        .chain(src.provenance.labels().iter().map(|id| get(state, *id).map(|l| (false, l))));
+    let mut consent: Vec<(bool, &Label, LabelId)> = Vec::new();
     for s in sources {
-        let (is_source, s) = s?;
+        let (is_source, s, id) = s?;
         if s.policy.deleted {
             deleted.offer(is_source, s);
         }
-        if rules.integrity(state, s) < dst_level {
+        if !full(s) {
+            continue;
+        }
+        if rules.integrity(state, s) < target.integrity && !rules.conduit(s) {
             integrity.offer(is_source, s);
         }
         if rules.confidentiality(state, s) == Confidentiality::Secret {
-            let allowed = match dst {
+            let allowed = match &target.node {
                 None => false,
-                Some(d) => d.resource.node == s.resource.node || dst_conf == Confidentiality::Secret,
+                Some(node) => node == &s.resource.node || target.confidentiality == Confidentiality::Secret,
             };
             if !allowed {
                 secret.offer(is_source, s);
             }
         }
-        consent |= s.policy.consent;
+        if s.policy.consent {
+            consent.push((is_source, s, id));
+        }
     }
     if let Some((_, s)) = deleted.found {
         return Ok(Verdict::Deny(Denial {
@@ -217,12 +313,12 @@ pub fn evaluate(
                 "integrity {} of {} is below {} required by {dst_name}",
                 rules.integrity(state, s),
                 describe(s),
-                dst_level
+                target.integrity
             ),
         }));
     }
     if let Some((_, s)) = secret.found {
-        let reason = match dst {
+        let reason = match target.node {
             None => format!("secret data of {} may never flow to {dst_name}", describe(s)),
             Some(_) => format!(
                 "secret data of {} (owned by {}) may not flow to {dst_name}, which is not secret",
@@ -232,26 +328,15 @@ pub fn evaluate(
         };
         return Ok(Verdict::Deny(Denial { policy: PolicyKind::Confidentiality, resource: s.resource.clone(), reason }));
     }
-    if consent {
-        return consent_verdict(state, source, src, destination, dst, &dst_name);
+    if consent.is_empty() {
+        return Ok(Verdict::Grant);
     }
-    Ok(Verdict::Grant)
+    Ok(consent_verdict(state, consent, target))
 }
 
-fn consent_verdict(
-    state: &State,
-    source: LabelId,
-    src: &Label,
-    destination: Destination,
-    dst: Option<&Label>,
-    dst_name: &str,
-) -> Result<Verdict, UnknownLabel> {
-    let dst_id = match destination {
-        Destination::Label(d) => d,
-        Destination::External { stream, .. } => stream,
-    };
-    let node_key = dst.map(|d| ConsentKey::Node(d.resource.node.clone()));
-    let resource_key = ConsentKey::Resource(dst_id);
+fn consent_verdict(state: &State, sources: Vec<(bool, &Label, LabelId)>, target: &Target) -> Verdict {
+    let node_key = target.node.as_ref().map(|n| ConsentKey::Node(n.clone()));
+    let resource_key = ConsentKey::Resource(target.consent_key);
     let decision = |id: LabelId| {
         state
             .consent_decision(id, &resource_key)
@@ -259,13 +344,7 @@ fn consent_verdict(
     };
     let mut refused = Offender { found: None };
     let mut ask: Option<(bool, &Label, LabelId)> = None;
-    let sources = std::iter::once(Ok((true, src, source)))
-        .chain(src.provenance.labels().iter().map(|id| get(state, *id).map(|l| (false, l, *id))));
-    for s in sources {
-        let (is_source, s, id) = s?;
-        if !s.policy.consent {
-            continue;
-        }
+    for (is_source, s, id) in sources {
         match decision(id) {
             Some(true) => {}
             Some(false) => refused.offer(is_source, s),
@@ -282,16 +361,16 @@ fn consent_verdict(
         }
     }
     if let Some((_, s)) = refused.found {
-        return Ok(Verdict::Deny(Denial {
+        return Verdict::Deny(Denial {
             policy: PolicyKind::Consent,
             resource: s.resource.clone(),
-            reason: format!("the owner of {} refused consent for {dst_name}", s.resource),
-        }));
+            reason: format!("the owner of {} refused consent for {}", s.resource, target.name),
+        });
     }
-    Ok(match ask {
-        Some((_, _, id)) => Verdict::AskConsent { source: id, destination: dst_id },
+    match ask {
+        Some((_, _, id)) => Verdict::AskConsent { source: id, destination: target.consent_key },
         None => Verdict::Grant,
-    })
+    }
 }
 
 /// Remembers verdicts of repeated flows so that an unchanged flow is decided in O(1).
@@ -301,7 +380,7 @@ fn consent_verdict(
 /// change) are those it was computed with. `AskConsent` is never cached.
 #[derive(Debug, Default)]
 pub struct ComplianceCache {
-    entries: HashMap<(LabelId, Destination), (u64, Verdict)>,
+    entries: HashMap<(LabelId, Destination, Option<Policy>), (u64, Verdict)>,
     epoch: u64,
     hits: u64,
 }
@@ -310,7 +389,7 @@ impl ComplianceCache {
     /// Bound on entries; the cache is cleared when it is reached.
     const CAPACITY: usize = 1 << 16;
 
-    /// [`evaluate`], through the cache.
+    /// [`evaluate_with`] (this node's own judgement: [`Judged::OwnOnly`]), through the cache.
     pub fn evaluate(
         &mut self,
         state: &State,
@@ -318,23 +397,37 @@ impl ComplianceCache {
         source: LabelId,
         destination: Destination,
     ) -> Result<Verdict, UnknownLabel> {
+        self.evaluate_for(state, rules, source, destination, None)
+    }
+
+    /// As [`ComplianceCache::evaluate`], with the destination's policy as its owner (a
+    /// peer) states it. The policy is part of the key.
+    pub fn evaluate_for(
+        &mut self,
+        state: &State,
+        rules: &Rules,
+        source: LabelId,
+        destination: Destination,
+        destination_policy: Option<Policy>,
+    ) -> Result<Verdict, UnknownLabel> {
         if state.epoch() != self.epoch {
             self.entries.clear();
             self.epoch = state.epoch();
         }
         let version = get(state, source)?.provenance.version();
-        if let Some((v, verdict)) = self.entries.get(&(source, destination))
+        let key = (source, destination, destination_policy);
+        if let Some((v, verdict)) = self.entries.get(&key)
             && *v == version
         {
             self.hits += 1;
             return Ok(verdict.clone());
         }
-        let verdict = evaluate(state, rules, source, destination)?;
+        let verdict = evaluate_with(state, rules, source, destination, destination_policy, Judged::OwnOnly)?;
         if !matches!(verdict, Verdict::AskConsent { .. }) {
             if self.entries.len() >= Self::CAPACITY {
                 self.entries.clear();
             }
-            self.entries.insert((source, destination), (version, verdict.clone()));
+            self.entries.insert(key, (version, verdict.clone()));
         }
         Ok(verdict)
     }

@@ -3,7 +3,7 @@
 //!
 //! This module owns parsing and validation only; [`crate::daemon`] acts on the result.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use serde::Deserialize;
 use trace2e_proto::{IntegrityLevel, NodeId};
 
 use crate::engine::EngineConfig;
+use crate::federation::{FederationConfig, PeerEndpoint, TlsFiles};
 use crate::topology::Topology;
 
 /// Default path of the P2M socket.
@@ -69,6 +70,15 @@ pub struct DaemonArgs {
     /// Unix socket for processes (P2M) [default: /run/trace2e/p2m.sock].
     #[arg(long, value_name = "PATH")]
     pub p2m_socket: Option<PathBuf>,
+    /// Unix socket for processes using P2M over gRPC, the baseline transport
+    /// [default: the P2M socket's path followed by `.grpc`].
+    #[arg(long, value_name = "PATH")]
+    pub p2m_grpc_socket: Option<PathBuf>,
+    /// How long a shared-memory channel's thread busy-polls after serving before it
+    /// sleeps, in µs: 0 on machines with 2 CPUs or fewer (a spinning daemon steals the
+    /// client's CPU), 20 otherwise [default: by CPU count].
+    #[arg(long, value_name = "US")]
+    pub shm_linger_us: Option<u64>,
     /// Unix socket for operators (O2M) [default: /run/trace2e/o2m.sock].
     #[arg(long, value_name = "PATH")]
     pub o2m_socket: Option<PathBuf>,
@@ -87,6 +97,34 @@ pub struct DaemonArgs {
     /// Log format: text or json [default: text]. The level comes from RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve M2M (federation with peer nodes) on this TCP address, e.g. 10.0.0.1:7100
+    /// [default: no federation]. Required with --peer.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub m2m_listen: Option<SocketAddr>,
+    /// A peer node: NAME=HOST:PORT, where HOST:PORT is its M2M endpoint and HOST (an IP
+    /// address) is also an address it owns. Repeatable; repeating a name adds an address
+    /// that node owns (its first entry stays its endpoint).
+    #[arg(long = "peer", value_name = "NAME=HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Deadline of one M2M call, in ms [default: 2000]. Questions that may wait for an
+    /// owner's consent get the consent timeout on top; reservations peers take here last 5×
+    /// this long without an update.
+    #[arg(long, value_name = "MS")]
+    pub m2m_timeout_ms: Option<u64>,
+    /// How long a peer's positive decision may be reused without asking again, in ms; 0
+    /// disables reuse [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub m2m_cache_ttl_ms: Option<u64>,
+    /// This node's M2M TLS certificate (PEM). With --m2m-tls-key and --m2m-tls-ca, M2M
+    /// uses mutual TLS: peers must present certificates signed by the CA.
+    #[arg(long, value_name = "FILE")]
+    pub m2m_tls_cert: Option<PathBuf>,
+    /// The private key of --m2m-tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub m2m_tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) that signs every node's M2M certificate.
+    #[arg(long, value_name = "FILE")]
+    pub m2m_tls_ca: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -107,12 +145,22 @@ struct FileConfig {
     #[serde(default)]
     address: Vec<IpAddr>,
     p2m_socket: Option<PathBuf>,
+    p2m_grpc_socket: Option<PathBuf>,
+    shm_linger_us: Option<u64>,
     o2m_socket: Option<PathBuf>,
     process_integrity: Option<u32>,
     reservation_timeout_ms: Option<u64>,
     lease_ms: Option<u64>,
     consent_timeout_ms: Option<u64>,
     log_format: Option<LogFormat>,
+    m2m_listen: Option<SocketAddr>,
+    #[serde(default)]
+    peer: Vec<String>,
+    m2m_timeout_ms: Option<u64>,
+    m2m_cache_ttl_ms: Option<u64>,
+    m2m_tls_cert: Option<PathBuf>,
+    m2m_tls_key: Option<PathBuf>,
+    m2m_tls_ca: Option<PathBuf>,
 }
 
 /// The resolved configuration.
@@ -120,12 +168,18 @@ struct FileConfig {
 pub struct DaemonConfig {
     /// The engine's settings (node, addresses, timeouts, default integrity).
     pub engine: EngineConfig,
-    /// P2M socket path.
+    /// P2M socket path (shared-memory handshake).
     pub p2m_socket: PathBuf,
+    /// P2M-over-gRPC socket path.
+    pub p2m_grpc_socket: PathBuf,
+    /// Shared-memory P2M server settings.
+    pub shm: crate::p2m::shm::ShmConfig,
     /// O2M socket path.
     pub o2m_socket: PathBuf,
     /// Log format.
     pub log_format: LogFormat,
+    /// M2M: where to serve it, the peers' endpoints, TLS.
+    pub federation: FederationConfig,
 }
 
 impl DaemonArgs {
@@ -140,7 +194,10 @@ impl DaemonArgs {
             None => hostname()?,
         };
         let node = NodeId::new(node_name).map_err(|e| ConfigError::Invalid { key: "node", message: e.to_string() })?;
-        let addresses = if !self.addresses.is_empty() {
+        let peer_texts = if self.peers.is_empty() { &file.peer } else { &self.peers };
+        let peers = peer_texts.iter().map(|t| parse_peer(t)).collect::<Result<Vec<_>, _>>()?;
+        let explicit = !self.addresses.is_empty() || !file.address.is_empty();
+        let mut addresses = if !self.addresses.is_empty() {
             self.addresses.clone()
         } else if !file.address.is_empty() {
             file.address
@@ -150,6 +207,22 @@ impl DaemonArgs {
                 message: format!("cannot list the host's addresses: {e}"),
             })?
         };
+        for (name, endpoint) in &peers {
+            if *name == node {
+                return Err(ConfigError::Invalid { key: "peer", message: format!("{name} is this node's own name") });
+            }
+            let ip = endpoint.ip().to_canonical();
+            if addresses.iter().any(|a| a.to_canonical() == ip) {
+                if explicit {
+                    return Err(ConfigError::Invalid {
+                        key: "peer",
+                        message: format!("{ip} is both this node's address and peer {name}'s"),
+                    });
+                }
+                // Detected on this host (several nodes on one machine): the peer owns it.
+                addresses.retain(|a| a.to_canonical() != ip);
+            }
+        }
         let ms = |key: &'static str,
                   flag: Option<u64>,
                   file: Option<u64>,
@@ -161,25 +234,102 @@ impl DaemonArgs {
             }
             Ok(Duration::from_millis(v))
         };
-        let mut engine = EngineConfig::new(Topology { node, addresses });
+        let mut topology = Topology::new(node, addresses);
+        let mut endpoints: Vec<PeerEndpoint> = Vec::new();
+        for (name, endpoint) in peers {
+            topology = topology.with_peer(name.clone(), vec![endpoint.ip()]);
+            if !endpoints.iter().any(|p| p.node == name) {
+                endpoints.push(PeerEndpoint { node: name, endpoint });
+            }
+        }
+        let listen = self.m2m_listen.or(file.m2m_listen);
+        if listen.is_none() && !endpoints.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "m2m-listen",
+                message: "peers need this node's M2M endpoint: set --m2m-listen".into(),
+            });
+        }
+        let m2m_timeout = ms("m2m-timeout-ms", self.m2m_timeout_ms, file.m2m_timeout_ms, 2_000)?;
+        let cache_ttl = self.m2m_cache_ttl_ms.or(file.m2m_cache_ttl_ms).unwrap_or(1_000);
+        if cache_ttl > 24 * 3600 * 1000 {
+            return Err(ConfigError::Invalid {
+                key: "m2m-cache-ttl-ms",
+                message: format!("{cache_ttl} ms is out of range (0 to 24 h)"),
+            });
+        }
+        let tls = match (
+            self.m2m_tls_cert.clone().or(file.m2m_tls_cert),
+            self.m2m_tls_key.clone().or(file.m2m_tls_key),
+            self.m2m_tls_ca.clone().or(file.m2m_tls_ca),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "m2m-tls-cert",
+                    message: "M2M TLS needs all of --m2m-tls-cert, --m2m-tls-key and --m2m-tls-ca".into(),
+                });
+            }
+        };
+        let federation = FederationConfig { listen, peers: endpoints, timeout: m2m_timeout, tls };
+        let mut engine = EngineConfig::new(topology);
+        engine.m2m_timeout = m2m_timeout;
+        engine.remote_cache_ttl = Duration::from_millis(cache_ttl);
+        engine.remote_lease = m2m_timeout * 5;
         engine.default_process_integrity =
             IntegrityLevel(self.process_integrity.or(file.process_integrity).unwrap_or(0));
         engine.reservation_timeout =
             ms("reservation-timeout-ms", self.reservation_timeout_ms, file.reservation_timeout_ms, 5_000)?;
         engine.lease = ms("lease-ms", self.lease_ms, file.lease_ms, 30_000)?;
+        engine.breakdown = std::sync::Arc::new(crate::breakdown::Breakdown::from_env());
         engine.consent_timeout = ms("consent-timeout-ms", self.consent_timeout_ms, file.consent_timeout_ms, 30_000)?;
         let p2m_socket = self.p2m_socket.clone().or(file.p2m_socket).unwrap_or_else(|| DEFAULT_P2M_SOCKET.into());
         let o2m_socket = self.o2m_socket.clone().or(file.o2m_socket).unwrap_or_else(|| DEFAULT_O2M_SOCKET.into());
-        if p2m_socket == o2m_socket {
-            return Err(ConfigError::Invalid { key: "o2m-socket", message: "must differ from p2m-socket".into() });
+        let p2m_grpc_socket = self.p2m_grpc_socket.clone().or(file.p2m_grpc_socket).unwrap_or_else(|| {
+            let mut s = p2m_socket.clone().into_os_string();
+            s.push(".grpc");
+            PathBuf::from(s)
+        });
+        if p2m_socket == o2m_socket || p2m_grpc_socket == o2m_socket || p2m_socket == p2m_grpc_socket {
+            return Err(ConfigError::Invalid {
+                key: "o2m-socket",
+                message: "p2m-socket, p2m-grpc-socket and o2m-socket must be three different paths".into(),
+            });
+        }
+        let mut shm = crate::p2m::shm::ShmConfig::default();
+        if let Some(us) = self.shm_linger_us.or(file.shm_linger_us) {
+            if us > 1_000_000 {
+                return Err(ConfigError::Invalid {
+                    key: "shm-linger-us",
+                    message: format!("{us} µs is more than 1 s"),
+                });
+            }
+            shm.server.linger = Duration::from_micros(us);
         }
         Ok(DaemonConfig {
             engine,
             p2m_socket,
+            p2m_grpc_socket,
+            shm,
             o2m_socket,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            federation,
         })
     }
+}
+
+/// `NAME=HOST:PORT`.
+fn parse_peer(text: &str) -> Result<(NodeId, SocketAddr), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { key: "peer", message };
+    let (name, endpoint) = text.split_once('=').ok_or_else(|| invalid(format!("{text:?} is not NAME=HOST:PORT")))?;
+    let node = NodeId::new(name).map_err(|e| invalid(e.to_string()))?;
+    let endpoint: SocketAddr = endpoint
+        .parse()
+        .map_err(|_| invalid(format!("{endpoint:?} is not IP:PORT (HOST is an IP address the peer owns)")))?;
+    if endpoint.port() == 0 || endpoint.ip().is_unspecified() {
+        return Err(invalid(format!("{endpoint} is not a reachable endpoint")));
+    }
+    Ok((node, endpoint))
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -271,6 +421,78 @@ mod tests {
         assert!(err.to_string().contains("node"), "{err}");
         let err = DaemonArgs::parse_from(["trace2ed", "--node", "n", "--lease-ms", "0"]).resolve().unwrap_err();
         assert!(err.to_string().contains("lease-ms"), "{err}");
+    }
+
+    #[test]
+    fn peers_and_m2m_settings() {
+        let args = DaemonArgs::parse_from([
+            "trace2ed",
+            "--node",
+            "node-a",
+            "--address",
+            "127.0.0.2",
+            "--m2m-listen",
+            "127.0.0.2:7100",
+            "--peer",
+            "node-b=127.0.0.3:7100",
+            "--peer",
+            "node-c=127.0.0.4:7200",
+            "--peer",
+            "node-b=10.1.0.3:7100",
+            "--m2m-timeout-ms",
+            "300",
+            "--m2m-cache-ttl-ms",
+            "0",
+        ]);
+        let cfg = args.resolve().unwrap();
+        let t = &cfg.engine.topology;
+        let b = NodeId::new("node-b").unwrap();
+        assert_eq!(t.owner("127.0.0.3".parse().unwrap()), crate::topology::Owner::Peer(b.clone()));
+        assert_eq!(t.owner("10.1.0.3".parse().unwrap()), crate::topology::Owner::Peer(b.clone()));
+        assert_eq!(cfg.federation.peers.len(), 2);
+        assert_eq!(cfg.federation.peers[0].endpoint, "127.0.0.3:7100".parse().unwrap());
+        assert_eq!(cfg.federation.listen, Some("127.0.0.2:7100".parse().unwrap()));
+        assert_eq!(cfg.engine.m2m_timeout, Duration::from_millis(300));
+        assert_eq!(cfg.engine.remote_lease, Duration::from_millis(1500));
+        assert!(cfg.engine.remote_cache_ttl.is_zero());
+        assert!(cfg.federation.tls.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "node = \"node-b\"\naddress = [\"127.0.0.3\"]\nm2m-listen = \"127.0.0.3:7100\"\npeer = [\"node-a=127.0.0.2:7100\"]\n",
+        )
+        .unwrap();
+        let cfg = DaemonArgs::parse_from(["trace2ed", "--config", path.to_str().unwrap()]).resolve().unwrap();
+        assert_eq!(cfg.federation.peers[0].node.as_str(), "node-a");
+    }
+
+    #[test]
+    fn bad_peers_are_named() {
+        let base = ["trace2ed", "--node", "node-a", "--address", "127.0.0.2", "--m2m-listen", "127.0.0.2:7100"];
+        for (peer, want) in [
+            ("node-b", "NAME=HOST:PORT"),
+            ("node b=127.0.0.3:1", "node name"),
+            ("node-b=localhost:1", "IP:PORT"),
+            ("node-b=127.0.0.3:0", "reachable"),
+            ("node-a=127.0.0.3:1", "own name"),
+            ("node-b=127.0.0.2:1", "both"),
+        ] {
+            let mut args: Vec<&str> = base.to_vec();
+            args.extend(["--peer", peer]);
+            let err = DaemonArgs::parse_from(args).resolve().unwrap_err().to_string();
+            assert!(err.contains("peer") && err.contains(want), "{peer}: {err}");
+        }
+        let err =
+            DaemonArgs::parse_from(["trace2ed", "--node", "a", "--address", "127.0.0.2", "--peer", "b=127.0.0.3:1"])
+                .resolve()
+                .unwrap_err();
+        assert!(err.to_string().contains("m2m-listen"), "{err}");
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(["--m2m-tls-cert", "/x"]);
+        let err = DaemonArgs::parse_from(args).resolve().unwrap_err();
+        assert!(err.to_string().contains("m2m-tls"), "{err}");
     }
 
     #[test]

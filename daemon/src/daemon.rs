@@ -15,6 +15,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::DaemonConfig;
 use crate::engine::Engine;
+use crate::federation::{self, FederationError, Tls};
 use crate::p2m::{self, Clients};
 
 /// How often unreported grants are checked for lease expiry.
@@ -34,6 +35,17 @@ pub enum DaemonError {
     /// Another daemon already serves this socket.
     #[error("{0} is in use by a running daemon")]
     InUse(PathBuf),
+    /// The M2M address cannot be bound.
+    #[error("cannot serve M2M on {addr}: {source}")]
+    BindM2m {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// Federation (M2M TLS, peers) cannot be set up.
+    #[error(transparent)]
+    Federation(#[from] FederationError),
     /// A server failed.
     #[error("{service} server failed: {source}")]
     Serve {
@@ -44,31 +56,42 @@ pub enum DaemonError {
     },
 }
 
-/// Binds a Unix socket at `path`, creating its directory and replacing a stale socket file
-/// (one nobody listens on). Refuses to replace anything that is not a socket.
-pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
+/// Prepares `path` for a new Unix socket: creates its directory and removes a stale
+/// socket file (one nobody listens on). Refuses to replace a live socket or anything that
+/// is not a socket.
+pub fn clear_stale_socket(path: &Path) -> Result<(), DaemonError> {
     let bind_err = |source| DaemonError::Bind { path: path.into(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(bind_err)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(DaemonError::InUse(path.into()));
+            // A stream connect to a live socket of another type (the shared-memory
+            // handshake is SOCK_SEQPACKET) fails with EPROTOTYPE, not ECONNREFUSED.
+            match std::os::unix::net::UnixStream::connect(path) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path).map_err(bind_err),
+                _ => Err(DaemonError::InUse(path.into())),
             }
-            std::fs::remove_file(path).map_err(bind_err)?;
         }
         Ok(_) => {
-            return Err(bind_err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "a file that is not a socket is in the way",
-            )));
+            Err(bind_err(io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is in the way")))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(bind_err(e)),
     }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_err)?;
+}
+
+/// Sets a socket file's permission bits.
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|source| DaemonError::Bind { path: path.into(), source })
+}
+
+/// Binds a Unix stream socket at `path` (see [`clear_stale_socket`]) with `mode`.
+pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
+    clear_stale_socket(path)?;
+    let listener = UnixListener::bind(path).map_err(|source| DaemonError::Bind { path: path.into(), source })?;
+    set_mode(path, mode)?;
     Ok(listener)
 }
 
@@ -77,39 +100,96 @@ pub async fn run_until(
     config: DaemonConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
-    let engine = Arc::new(Engine::new(config.engine.clone()));
+    let tls = config.federation.tls.as_ref().map(Tls::load).transpose()?;
+    let peers = federation::client(
+        &config.engine.topology.node,
+        &config.federation,
+        tls.as_ref(),
+        config.engine.consent_timeout,
+    )?;
+    let engine = Arc::new(match peers.clone() {
+        Some(peers) => Engine::with_federation(config.engine.clone(), Arc::new(peers)),
+        None => Engine::new(config.engine.clone()),
+    });
     // Any local process may talk P2M (it is identified by SO_PEERCRED); only the
     // daemon's user (and root) may act as operator.
-    let p2m_listener = bind_unix(&config.p2m_socket, 0o666)?;
-    let o2m_listener = match bind_unix(&config.o2m_socket, 0o600) {
-        Ok(l) => l,
+    let sockets = [&config.p2m_socket, &config.p2m_grpc_socket, &config.o2m_socket];
+    let remove_sockets = || {
+        for path in sockets {
+            if let Err(e) = std::fs::remove_file(path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove socket");
+            }
+        }
+    };
+    let bound = (|| {
+        let shm = p2m::shm::bind(&config.p2m_socket, &config.shm)?;
+        let grpc = bind_unix(&config.p2m_grpc_socket, 0o666)?;
+        let o2m = bind_unix(&config.o2m_socket, 0o600)?;
+        Ok::<_, DaemonError>((shm, grpc, o2m))
+    })();
+    let (shm_listener, p2m_listener, o2m_listener) = match bound {
+        Ok(b) => b,
         Err(e) => {
-            let _ = std::fs::remove_file(&config.p2m_socket);
+            // Only remove what we created: a socket in use by another daemon is not ours.
+            if !matches!(e, DaemonError::InUse(_)) {
+                remove_sockets();
+            }
             return Err(e);
         }
     };
+    let m2m_listener = match config.federation.listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(source) => {
+                remove_sockets();
+                return Err(DaemonError::BindM2m { addr, source });
+            }
+        },
+        None => None,
+    };
+    if let Some(listener) = &m2m_listener {
+        tracing::info!(m2m = ?listener.local_addr().ok(), peers = config.federation.peers.len(), tls = tls.is_some(), "serving M2M");
+    }
     tracing::info!(
         node = %engine.node(),
         addresses = ?engine.topology().addresses,
         p2m = %config.p2m_socket.display(),
+        p2m_grpc = %config.p2m_grpc_socket.display(),
         o2m = %config.o2m_socket.display(),
         "trace2ed serving"
     );
 
     let clients = Clients::new(Arc::clone(&engine));
+    let mut shm = p2m::shm::ShmServer::start(
+        shm_listener,
+        config.shm.clone(),
+        Arc::clone(&engine),
+        Arc::clone(&clients),
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(|source| DaemonError::Bind { path: config.p2m_socket.clone(), source })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
     let p2m = tonic::transport::Server::builder()
-        .add_service(p2m::server(Arc::clone(&engine), Arc::clone(&clients)))
+        .add_service(p2m::grpc::server(Arc::clone(&engine), Arc::clone(&clients)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(p2m_listener), stopped(stop_rx.clone()));
     let o2m = tonic::transport::Server::builder()
         .add_service(crate::operator::server(Arc::clone(&engine)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(o2m_listener), stopped(stop_rx.clone()));
     let p2m = tokio::spawn(p2m);
     let o2m = tokio::spawn(o2m);
+    let m2m = m2m_listener.map(|listener| {
+        tokio::spawn(federation::serve(Arc::clone(&engine), listener, tls.clone(), stopped(stop_rx.clone())))
+    });
+    if m2m.is_some() {
+        // Peers drop what they reused from an earlier run of this node (its labels are new).
+        tokio::spawn(engine.announce_policy_change());
+    }
 
     let sweeper = {
         let engine = Arc::clone(&engine);
@@ -137,14 +217,14 @@ pub async fn run_until(
     // Open client connections (gRPC keeps them alive) must not hold the daemon up forever.
     let grace = Duration::from_secs(2);
     let results = tokio::time::timeout(grace, async { (p2m.await, o2m.await) }).await;
-    sweeper.abort();
-    for path in [&config.p2m_socket, &config.o2m_socket] {
-        if let Err(e) = std::fs::remove_file(path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove socket");
-        }
+    if let Some(m2m) = m2m
+        && let Ok(Ok(Err(source))) = tokio::time::timeout(grace, m2m).await
+    {
+        tracing::warn!(error = %source, "M2M server failed");
     }
+    sweeper.abort();
+    tokio::task::block_in_place(|| shm.stop());
+    remove_sockets();
     if let Ok((p, o)) = results {
         if let Ok(Err(source)) = p {
             return Err(DaemonError::Serve { service: "P2M", source });

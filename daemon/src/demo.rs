@@ -56,9 +56,9 @@ impl Demo {
             .spawn()?;
         let mut demo = Self { dir, bin_dir, p2m, o2m, daemon };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&demo.o2m).is_err()
-            || std::os::unix::net::UnixStream::connect(&demo.p2m).is_err()
-        {
+        // The P2M socket is SOCK_SEQPACKET (the shared-memory handshake): wait for it to
+        // exist, and for the O2M socket to accept.
+        while !demo.p2m.exists() || std::os::unix::net::UnixStream::connect(&demo.o2m).is_err() {
             if let Some(status) = demo.daemon.try_wait()? {
                 return Err(
                     format!("trace2ed exited ({status}); see {}", demo.dir.join("trace2ed.log").display()).into()

@@ -6,12 +6,19 @@
 //! consent, provenance, audit, status). It does no I/O and knows no transport: `p2m`,
 //! `operator` and `daemon` call it.
 //!
+//! Federation: the engine asks peer nodes through an injected [`Federation`] (no I/O of
+//! its own), and answers their questions ([`Engine::remote_reserve`],
+//! [`Engine::check_sources`], ...) for `federation`'s M2M server. See "Across nodes"
+//! below [`Engine::request`] for the protocol and its consistency argument.
+//!
 //! Locks: `core` (durable [`State`] plus the compliance cache) is a `parking_lot` lock
-//! held for short, non-async sections; `grants` is taken alone or inside `core`, never
-//! the other way round; no lock is held across an `.await`.
+//! held for short, non-async sections; `grants`, `remote_holds`, `approvals` and
+//! `pushed` are taken alone or inside `core`, never the other way round; no lock is held
+//! across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,9 +29,11 @@ use trace2e_proto::{
 };
 
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome, AuditQuery, AuditRecord};
-use crate::compliance::{ComplianceCache, Destination, Rules, UnknownLabel, Verdict};
+use crate::breakdown::Stage;
+use crate::compliance::{ComplianceCache, Destination, Rules, Target, UnknownLabel, Verdict, evaluate_owned};
 use crate::consent::{ConsentDestination, ConsentRequest, ConsentWaiters};
 use crate::provenance::{LabelId, LineageEdge};
+use crate::remote::{BoxFuture, Federation, NoPeers, RemoteError, RemoteTarget, ReserveQuestion, SourcesQuestion};
 use crate::reservation::{Busy, Claim, Reservation, ReservationTable};
 use crate::state::{Change, ConsentKey, State, StateError};
 use crate::topology::{Owner, Topology};
@@ -42,10 +51,23 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// Waiting longer than this for a consent decision denies the flow.
     pub consent_timeout: Duration,
+    /// Deadline of one M2M call to a peer (a question that may wait for the owner's
+    /// consent gets the consent timeout on top).
+    pub m2m_timeout: Duration,
+    /// How long a positive decision of a peer (and a peer's copy of a stream's provenance)
+    /// may be reused without asking again, as a bound on staleness when a peer's notice is
+    /// lost. Zero disables the reuse.
+    pub remote_cache_ttl: Duration,
+    /// How long a reservation a peer took here (ReserveDestination) lasts without its
+    /// UpdateProvenance/ReleaseDestination; then the write is assumed performed.
+    pub remote_lease: Duration,
+    /// Per-stage timing of mediated I/Os (off unless `TRACE2E_BREAKDOWN=1`).
+    pub breakdown: std::sync::Arc<crate::breakdown::Breakdown>,
 }
 
 impl EngineConfig {
-    /// Defaults: level 0, reservation timeout 5 s, lease 30 s, consent timeout 30 s.
+    /// Defaults: level 0, reservation timeout 5 s, lease 30 s, consent timeout 30 s, M2M
+    /// timeout 2 s, remote cache TTL 1 s, remote lease 10 s.
     pub fn new(topology: Topology) -> Self {
         Self {
             topology,
@@ -53,6 +75,10 @@ impl EngineConfig {
             reservation_timeout: Duration::from_secs(5),
             lease: Duration::from_secs(30),
             consent_timeout: Duration::from_secs(30),
+            m2m_timeout: Duration::from_secs(2),
+            remote_cache_ttl: Duration::from_secs(1),
+            remote_lease: Duration::from_secs(10),
+            breakdown: std::sync::Arc::new(crate::breakdown::Breakdown::default()),
         }
     }
 }
@@ -87,6 +113,8 @@ pub struct EngineStatus {
     pub denied: u64,
     /// Flows waiting for a consent decision.
     pub pending_consents: usize,
+    /// Stream sides reserved here by peer nodes (ReserveDestination) and not yet released.
+    pub remote_reservations: usize,
 }
 
 /// A misuse of the engine or a failure (a denial is a [`Decision`], not an error).
@@ -132,6 +160,36 @@ pub enum EngineError {
     Deleted {
         /// The resource.
         resource: LocalizedResource,
+    },
+    /// A remote question from a node that is not a configured peer.
+    #[error("node {node} is not a configured peer of this node")]
+    UnknownPeer {
+        /// The node that asked.
+        node: NodeId,
+    },
+    /// A remote question about a resource the asking node may not ask about here.
+    #[error("{resource}: {problem}")]
+    NotOwned {
+        /// The resource.
+        resource: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// No reservation of this peer under this token (released, expired, never taken).
+    #[error("no reservation {token} of node {node}")]
+    UnknownReservation {
+        /// The peer.
+        node: NodeId,
+        /// Its token.
+        token: u64,
+    },
+    /// The peer already holds a reservation under this token.
+    #[error("node {node} already holds reservation {token}")]
+    DuplicateToken {
+        /// The peer.
+        node: NodeId,
+        /// Its token.
+        token: u64,
     },
     /// Internal failure of the state (a bug or exhausted capacity).
     #[error("internal state error: {0}")]
@@ -203,6 +261,8 @@ struct Grant {
     deadline: Instant,
     /// Released when the grant ends, however it ends.
     _reservation: Reservation<LabelId>,
+    /// The peer's side of the destination stream, reserved there (M2M).
+    remote: Option<RemoteClaim>,
 }
 
 /// The traceability engine of one node. `Send + Sync`; share it as `Arc<Engine>`.
@@ -215,6 +275,114 @@ pub struct Engine {
     grants: Mutex<HashMap<GrantId, Grant>>,
     next_grant: AtomicU64,
     consent: ConsentWaiters,
+    federation: Arc<dyn Federation>,
+    /// Stream sides peers reserved here, by (peer, token).
+    remote_holds: Mutex<HashMap<(NodeId, u64), RemoteHold>>,
+    /// Tokens of the reservations this node takes on peers.
+    next_token: AtomicU64,
+    /// Bumped by every notice from a peer (policy change, deletion, restart): invalidates
+    /// [`Engine::approvals`] and [`Engine::pushed`].
+    remote_epoch: AtomicU64,
+    /// Positive answers of the owners of a flow's remote sources.
+    approvals: Mutex<HashMap<ApprovalKey, (Stamp, Instant)>>,
+    /// What peers already hold of a source's provenance on a stream side (shared with the
+    /// background tasks that finish a remote write).
+    pushed: PushedMap,
+}
+
+/// What peers hold of a source's provenance, by (source, peer's stream side mirrored here).
+type PushedMap = Arc<Mutex<HashMap<(LabelId, LabelId), Pushed>>>;
+
+/// A flow as far as the owners of its remote sources were asked about it.
+type ApprovalKey = (LabelId, Destination, Option<Policy>);
+
+/// What a decision about a source depended on: the source's provenance version, this
+/// node's policy epoch, and the peers' notice epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    version: u64,
+    epoch: u64,
+    remote_epoch: u64,
+}
+
+/// The last successful UpdateProvenance of a source to a peer's stream side.
+#[derive(Debug, Clone, Copy)]
+struct Pushed {
+    /// The source's provenance version the peer merged.
+    version: u64,
+    /// The notice epoch when the reservation was taken.
+    remote_epoch: u64,
+    /// The destination's policy the peer returned then.
+    policy: Policy,
+    at: Instant,
+}
+
+/// A reservation a peer holds here on the receiving side of one of its streams.
+#[derive(Debug)]
+struct RemoteHold {
+    destination: LabelId,
+    writer: LabelId,
+    provenance: Vec<LabelId>,
+    deadline: Instant,
+    _reservation: Reservation<LabelId>,
+}
+
+/// This node's reservation of a peer's stream side, for one flow. Ending it is
+/// [`RemoteClaim::finish`] (UpdateProvenance); dropping it unfinished releases it
+/// (ReleaseDestination) — on every path: denial, error, cancellation. Both run in the
+/// background; the peer's own lease is the backstop when they cannot reach it.
+#[derive(Debug)]
+struct RemoteClaim {
+    federation: Arc<dyn Federation>,
+    node: NodeId,
+    token: u64,
+    /// Recorded in `pushed` when the update succeeds.
+    record: Option<(PushedMap, (LabelId, LabelId), Pushed)>,
+    finished: bool,
+}
+
+fn in_background(task: BoxFuture<()>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(task);
+        }
+        Err(_) => tracing::warn!("no runtime to finish a remote reservation; the peer's lease will release it"),
+    }
+}
+
+impl RemoteClaim {
+    /// UpdateProvenance in the background: the peer merges (if `performed`) and releases.
+    fn finish(mut self, performed: bool, bytes: u64) {
+        self.finished = true;
+        let update = self.federation.update_provenance(&self.node, self.token, performed, bytes);
+        let record = self.record.take().filter(|_| performed);
+        let (node, token) = (self.node.clone(), self.token);
+        in_background(Box::pin(async move {
+            match update.await {
+                Ok(()) => {
+                    if let Some((map, key, pushed)) = record {
+                        map.lock().insert(key, pushed);
+                    }
+                }
+                Err(e) => tracing::warn!(%node, token, error = %e, "UpdateProvenance failed; the peer's lease ends it"),
+            }
+        }));
+    }
+}
+
+impl Drop for RemoteClaim {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let release = self.federation.release_destination(&self.node, self.token);
+        let (node, token) = (self.node.clone(), self.token);
+        in_background(Box::pin(async move {
+            if let Err(e) = release.await {
+                tracing::debug!(%node, token, error = %e, "ReleaseDestination failed; the peer's lease ends it");
+            }
+        }));
+    }
 }
 
 fn now_us() -> u64 {
@@ -229,8 +397,13 @@ fn audit(state: &mut State, entry: AuditEntry) {
 }
 
 impl Engine {
-    /// An engine with empty state.
+    /// An engine with empty state and no peers.
     pub fn new(config: EngineConfig) -> Self {
+        Self::with_federation(config, Arc::new(NoPeers))
+    }
+
+    /// An engine with empty state that asks its peers through `federation`.
+    pub fn with_federation(config: EngineConfig, federation: Arc<dyn Federation>) -> Self {
         let rules =
             Rules { topology: config.topology.clone(), default_process_integrity: config.default_process_integrity };
         Self {
@@ -244,6 +417,14 @@ impl Engine {
             grants: Mutex::new(HashMap::new()),
             next_grant: AtomicU64::new(1),
             consent: ConsentWaiters::default(),
+            federation,
+            remote_holds: Mutex::new(HashMap::new()),
+            // Distinct from the tokens of an earlier run of this node that a peer may still
+            // hold (until its lease ends).
+            next_token: AtomicU64::new(now_us().wrapping_mul(1 << 12).max(1)),
+            remote_epoch: AtomicU64::new(0),
+            approvals: Mutex::new(HashMap::new()),
+            pushed: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -387,6 +568,10 @@ impl Engine {
                     // The receiving end's view of the stream, owned by the peer's node.
                     Some(s) => match self.config.topology.owner(s.peer.ip()) {
                         Owner::Local => Destination::Label(state.intern(&self.local(&Resource::Stream(s.mirrored())))?),
+                        // The peer reserves and labels its side; this label mirrors it here.
+                        Owner::Peer(node) => {
+                            Destination::Label(state.intern(&Resource::Stream(s.mirrored()).at(&node))?)
+                        }
                         _ => Destination::External { stream: resource, peer: s.peer },
                     },
                     None => Destination::Label(resource),
@@ -400,17 +585,42 @@ impl Engine {
     /// Decides one I/O of `process` on `fd`: reserves the flow's labels, evaluates the
     /// policies (waiting for consent if an owner requires it), and grants it with a lease
     /// or denies it. Every decision is audited.
+    ///
+    /// # Across nodes
+    ///
+    /// - *Destination on a peer* (a write to a stream whose peer address a peer node
+    ///   owns): after the local claims (fixed order: local, then remote) the peer's side is
+    ///   reserved there with ReserveDestination, which returns its policy and carries the
+    ///   writer's provenance. The peer's readers of that stream wait on the reservation
+    ///   until the report's UpdateProvenance (or a release, or its lease, which then
+    ///   assumes the write performed). Every path that does not end in a report releases
+    ///   it ([`RemoteClaim`]'s drop).
+    /// - *Sources owned by peers*: after the local rules pass, the remote sources are
+    ///   grouped by owner and every owner is asked in parallel (CheckSources, deadline:
+    ///   consent timeout + M2M timeout); all must agree. A node that cannot be asked is an
+    ///   [`PolicyKind::Unreachable`] denial naming it. Tombstones of deletions broadcast
+    ///   by owners deny locally without asking.
+    /// - *Steady state*: a positive answer of the owners is reused while the source's
+    ///   provenance version, this node's policy epoch and the peers' notice epoch are
+    ///   unchanged, for at most `remote_cache_ttl`. A write to a peer's stream side whose
+    ///   source provenance is unchanged since the last successful UpdateProvenance to that
+    ///   same side skips ReserveDestination/UpdateProvenance entirely: see
+    ///   [`Engine::shortcut`] for why that keeps the guarantee.
     pub async fn request(&self, process: ProcessId, fd: Fd, direction: Direction) -> Result<Decision, EngineError> {
-        let flow = {
+        let breakdown = &self.config.breakdown;
+        let reserving = breakdown.start();
+        let (flow, remote) = {
             let mut core = self.core.write();
-            self.resolve(&mut core.state, process, fd, direction)?
+            let flow = self.resolve(&mut core.state, process, fd, direction)?;
+            let remote = self.remote_destination(&core.state, &flow);
+            (flow, remote)
         };
-        let reservation = match self.reservations.acquire(flow.claims(), self.config.reservation_timeout).await {
+        let acquired = self.reservations.acquire(flow.claims(), self.config.reservation_timeout).await;
+        breakdown.stop(Stage::Reservation, reserving);
+        let reservation = match acquired {
             Ok(r) => r,
             Err(Busy { key }) => {
-                let mut core = self.core.write();
-                let state = &mut core.state;
-                let resource = state.resource(key).cloned().ok_or(UnknownLabel(key))?;
+                let resource = self.core.read().state.resource(key).cloned().ok_or(UnknownLabel(key))?;
                 let denial = Denial {
                     policy: PolicyKind::Busy,
                     reason: format!(
@@ -419,24 +629,47 @@ impl Engine {
                     ),
                     resource,
                 };
-                audit(state, flow.entry(AuditKind::Request, now_us(), AuditOutcome::Denied(denial.clone())));
-                return Ok(Decision::Denied(denial));
+                return Ok(self.deny(&flow, denial));
             }
         };
+        let mut destination_policy = None;
+        let mut remote_claim = None;
+        if let Some((node, side)) = remote {
+            match self.reserve_remote(&flow, node, side).await? {
+                Ok((policy, claim)) => {
+                    destination_policy = Some(policy);
+                    remote_claim = claim;
+                }
+                Err(denial) => return Ok(self.deny(&flow, denial)),
+            }
+        }
         let deadline = Instant::now() + self.config.consent_timeout;
+        // The stamp at which every remote owner last agreed to this flow.
+        let mut approved: Option<Stamp> = None;
         loop {
-            let (wait, remaining) = {
+            let step = {
                 let mut core = self.core.write();
                 let Core { state, cache } = &mut *core;
-                let next = match cache.evaluate(state, &self.rules, flow.source, flow.destination)? {
-                    Verdict::Grant => return self.grant(state, flow, reservation),
-                    Verdict::Deny(denial) => Pending::Deny(denial),
+                let evaluating = breakdown.start();
+                let verdict = cache.evaluate_for(state, &self.rules, flow.source, flow.destination, destination_policy);
+                breakdown.stop(Stage::Compliance, evaluating);
+                match verdict? {
+                    Verdict::Grant => {
+                        let stamp = self.stamp(state, flow.source)?;
+                        let owners = self.remote_owners(state, flow.source)?;
+                        let key = (flow.source, flow.destination, destination_policy);
+                        if owners.is_empty() || approved == Some(stamp) || self.approved(&key, stamp) {
+                            return self.grant(state, flow, reservation, remote_claim);
+                        }
+                        Step::AskOwners(owners, self.remote_target(state, &flow, destination_policy)?, stamp)
+                    }
+                    Verdict::Deny(denial) => Step::Deny(denial),
                     Verdict::AskConsent { source, destination } => {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         let src = state.resource(source).cloned().ok_or(UnknownLabel(source))?;
                         let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
                         if remaining.is_zero() {
-                            Pending::Deny(Denial {
+                            Step::Deny(Denial {
                                 policy: PolicyKind::Consent,
                                 reason: format!(
                                     "the owner of {src} did not decide on {dst} within {:?}",
@@ -447,24 +680,250 @@ impl Engine {
                         } else {
                             // Registered under the state lock: a decision recorded after this
                             // evaluation finds the waiter.
-                            Pending::Wait(self.consent.register(src, dst), remaining)
+                            Step::Wait(self.consent.register(src, dst), remaining)
                         }
-                    }
-                };
-                match next {
-                    Pending::Wait(wait, remaining) => (wait, remaining),
-                    Pending::Deny(denial) => {
-                        audit(state, flow.entry(AuditKind::Request, now_us(), AuditOutcome::Denied(denial.clone())));
-                        return Ok(Decision::Denied(denial));
                     }
                 }
             };
-            // Whether woken or timed out, evaluate again: a timeout ends as a denial above.
-            wait.wait(remaining).await;
+            match step {
+                Step::Deny(denial) => return Ok(self.deny(&flow, denial)),
+                // Whether woken or timed out, evaluate again: a timeout ends as a denial above.
+                Step::Wait(wait, remaining) => {
+                    wait.wait(remaining).await;
+                }
+                Step::AskOwners(owners, target, stamp) => match self.ask_owners(owners, target).await {
+                    Some(denial) => return Ok(self.deny(&flow, denial)),
+                    None => {
+                        // Evaluate again under the lock: the grant is given only if nothing
+                        // the owners' answers depended on changed meanwhile.
+                        approved = Some(stamp);
+                        if !self.config.remote_cache_ttl.is_zero() {
+                            let key = (flow.source, flow.destination, destination_policy);
+                            let mut approvals = self.approvals.lock();
+                            if approvals.len() >= 1 << 16 {
+                                approvals.clear();
+                            }
+                            approvals.insert(key, (stamp, Instant::now()));
+                        }
+                    }
+                },
+            }
         }
     }
 
-    fn grant(&self, state: &mut State, flow: Flow, reservation: Reservation<LabelId>) -> Result<Decision, EngineError> {
+    /// Audits and returns a denial.
+    fn deny(&self, flow: &Flow, denial: Denial) -> Decision {
+        let mut core = self.core.write();
+        audit(&mut core.state, flow.entry(AuditKind::Request, now_us(), AuditOutcome::Denied(denial.clone())));
+        Decision::Denied(denial)
+    }
+
+    /// For a write to a stream side a peer owns: the peer and its side (not localized).
+    fn remote_destination(&self, state: &State, flow: &Flow) -> Option<(NodeId, Resource)> {
+        let Destination::Label(d) = flow.destination else {
+            return None;
+        };
+        let r = state.resource(d)?;
+        (r.node != *self.node() && r.resource.is_stream()).then(|| (r.node.clone(), r.resource.clone()))
+    }
+
+    fn stamp(&self, state: &State, source: LabelId) -> Result<Stamp, UnknownLabel> {
+        Ok(Stamp {
+            version: state.label(source).ok_or(UnknownLabel(source))?.provenance.version(),
+            epoch: state.epoch(),
+            remote_epoch: self.remote_epoch.load(Ordering::Acquire),
+        })
+    }
+
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.config.remote_cache_ttl
+    }
+
+    fn approved(&self, key: &ApprovalKey, stamp: Stamp) -> bool {
+        self.approvals.lock().get(key).is_some_and(|(s, at)| *s == stamp && self.fresh(*at))
+    }
+
+    /// The resources among `source` and its provenance that other nodes own, by owner.
+    fn remote_owners(
+        &self,
+        state: &State,
+        source: LabelId,
+    ) -> Result<BTreeMap<NodeId, Vec<LocalizedResource>>, UnknownLabel> {
+        let label = state.label(source).ok_or(UnknownLabel(source))?;
+        let mut owners: BTreeMap<NodeId, Vec<LocalizedResource>> = BTreeMap::new();
+        for id in std::iter::once(&source).chain(label.provenance.labels()) {
+            let r = state.resource(*id).ok_or(UnknownLabel(*id))?;
+            if r.node != *self.node() {
+                owners.entry(r.node.clone()).or_default().push(r.clone());
+            }
+        }
+        for list in owners.values_mut() {
+            list.sort();
+        }
+        Ok(owners)
+    }
+
+    /// The flow's destination as described to the owners of its sources.
+    fn remote_target(
+        &self,
+        state: &State,
+        flow: &Flow,
+        destination_policy: Option<Policy>,
+    ) -> Result<RemoteTarget, UnknownLabel> {
+        Ok(match flow.destination {
+            Destination::Label(d) => {
+                let label = state.label(d).ok_or(UnknownLabel(d))?;
+                RemoteTarget {
+                    resource: label.resource.clone(),
+                    external_peer: None,
+                    policy: destination_policy.unwrap_or_else(|| self.rules.policy(state, label)),
+                }
+            }
+            Destination::External { stream, peer } => RemoteTarget {
+                resource: state.resource(stream).cloned().ok_or(UnknownLabel(stream))?,
+                external_peer: Some(peer),
+                policy: Policy::default(),
+            },
+        })
+    }
+
+    /// Asks every owner in parallel; the first real denial (by owner name) wins over an
+    /// owner that could not be asked. `None`: all agreed.
+    async fn ask_owners(
+        &self,
+        owners: BTreeMap<NodeId, Vec<LocalizedResource>>,
+        target: RemoteTarget,
+    ) -> Option<Denial> {
+        let deadline = self.config.consent_timeout + self.config.m2m_timeout;
+        let asked: Vec<(NodeId, LocalizedResource)> =
+            owners.iter().filter_map(|(n, list)| Some((n.clone(), list.first()?.clone()))).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (node, sources)) in owners.into_iter().enumerate() {
+            let question = self.federation.check_sources(&node, SourcesQuestion { sources, target: target.clone() });
+            set.spawn(async move { (i, tokio::time::timeout(deadline, question).await) });
+        }
+        let mut answers: Vec<Option<Result<Option<Denial>, RemoteError>>> = vec![None; asked.len()];
+        while let Some(joined) = set.join_next().await {
+            if let Ok((i, answer)) = joined
+                && let Some(slot) = answers.get_mut(i)
+            {
+                *slot = Some(answer.unwrap_or_else(|_| {
+                    Err(RemoteError::Unreachable {
+                        node: asked[i].0.clone(),
+                        cause: format!("no answer within {deadline:?}"),
+                    })
+                }));
+            }
+        }
+        let mut unreachable = None;
+        for ((node, first), answer) in asked.into_iter().zip(answers) {
+            match answer {
+                Some(Ok(None)) => {}
+                Some(Ok(Some(denial))) => return Some(denial),
+                Some(Err(e)) => {
+                    unreachable.get_or_insert_with(|| unreachable_denial(first, &e));
+                }
+                None => {
+                    let e = RemoteError::Unreachable { node, cause: "the question failed".into() };
+                    unreachable.get_or_insert_with(|| unreachable_denial(first, &e));
+                }
+            }
+        }
+        unreachable
+    }
+
+    /// Reserves the peer's side of the destination stream (or takes the shortcut); the
+    /// destination's policy and the claim to finish, or a denial.
+    async fn reserve_remote(
+        &self,
+        flow: &Flow,
+        node: NodeId,
+        side: Resource,
+    ) -> Result<Result<(Policy, Option<RemoteClaim>), Denial>, EngineError> {
+        let Destination::Label(destination) = flow.destination else {
+            return Err(EngineError::State(StateError::UnknownLabel(flow.source)));
+        };
+        let (writer, provenance, version, dst_resource) = {
+            let core = self.core.read();
+            let state = &core.state;
+            let label = state.label(flow.source).ok_or(UnknownLabel(flow.source))?;
+            let provenance: Vec<LocalizedResource> =
+                label.provenance.labels().iter().filter_map(|id| state.resource(*id).cloned()).collect();
+            let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
+            (label.resource.clone(), provenance, label.provenance.version(), dst)
+        };
+        let remote_epoch = self.remote_epoch.load(Ordering::Acquire);
+        if let Some(policy) = self.shortcut(flow.source, destination, version, remote_epoch) {
+            return Ok(Ok((policy, None)));
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let question = ReserveQuestion { token, destination: side, writer, provenance };
+        let answer =
+            tokio::time::timeout(self.config.m2m_timeout, self.federation.reserve_destination(&node, question));
+        // From here on, dropping the claim (denial, error, cancellation) releases the
+        // reservation, even one the peer took after our deadline.
+        let mut claim = RemoteClaim {
+            federation: Arc::clone(&self.federation),
+            node: node.clone(),
+            token,
+            record: None,
+            finished: false,
+        };
+        let error = match answer.await {
+            Ok(Ok(Ok(policy))) => {
+                let pushed = Pushed { version, remote_epoch, policy, at: Instant::now() };
+                if !self.config.remote_cache_ttl.is_zero() {
+                    claim.record = Some((Arc::clone(&self.pushed), (flow.source, destination), pushed));
+                }
+                return Ok(Ok((policy, Some(claim))));
+            }
+            Ok(Ok(Err(denial))) => {
+                // The peer reserved nothing.
+                claim.finished = true;
+                return Ok(Err(denial));
+            }
+            Ok(Err(e)) => e,
+            Err(_) => RemoteError::Unreachable {
+                node: node.clone(),
+                cause: format!("no answer within {:?}", self.config.m2m_timeout),
+            },
+        };
+        if matches!(error, RemoteError::NotAPeer(_)) {
+            claim.finished = true;
+        }
+        Ok(Err(unreachable_denial(dst_resource, &error)))
+    }
+
+    /// Whether a write of `source` to the peer's stream side `destination` may skip the
+    /// M2M reservation; the destination's policy if so.
+    ///
+    /// Why this keeps the guarantee ("the peer records the provenance before any of its
+    /// processes can read those bytes"): the last successful UpdateProvenance of `source`
+    /// to this same side merged `{source} ∪ prov(source)` at version `version` into the
+    /// peer's label; labels only grow, so the peer still holds all of it. The source is
+    /// read-reserved here for the whole flow, so the bytes of this write derive from
+    /// exactly `prov(source)` at `version`: whenever the peer's process reads them, its
+    /// label already carries everything the full protocol would have merged (the
+    /// reservation only orders "record, then read", and the record is already there). The
+    /// decision itself is re-made locally as usual (the destination policy the peer gave
+    /// with that reservation, through the compliance cache; the owners of remote sources
+    /// through their own cache). What can make the peer's copy or that policy stale is
+    /// covered by the key: a peer notice (policy change, deletion, restart — a restarted
+    /// peer lost its labels and says so at start-up) bumps `remote_epoch`; a lost notice is
+    /// bounded by `remote_cache_ttl`. Measured by the bench `cross_node_stream_write`.
+    fn shortcut(&self, source: LabelId, destination: LabelId, version: u64, remote_epoch: u64) -> Option<Policy> {
+        let pushed = self.pushed.lock();
+        let p = pushed.get(&(source, destination))?;
+        (p.version == version && p.remote_epoch == remote_epoch && self.fresh(p.at)).then_some(p.policy)
+    }
+
+    fn grant(
+        &self,
+        state: &mut State,
+        flow: Flow,
+        reservation: Reservation<LabelId>,
+        remote: Option<RemoteClaim>,
+    ) -> Result<Decision, EngineError> {
         if state.enrollments().process(flow.process).is_none() {
             // Exited while we were deciding: its grants were already ended.
             return Err(EngineError::UnknownProcess { process: flow.process });
@@ -472,17 +931,21 @@ impl Engine {
         let id = GrantId(self.next_grant.fetch_add(1, Ordering::Relaxed));
         let mut e = flow.entry(AuditKind::Request, now_us(), AuditOutcome::Granted);
         e.grant = Some(id);
+        let appending = self.config.breakdown.start();
         audit(state, e);
-        let grant = Grant { flow, deadline: Instant::now() + self.config.lease, _reservation: reservation };
+        self.config.breakdown.stop(Stage::AuditAppend, appending);
+        let grant = Grant { flow, deadline: Instant::now() + self.config.lease, _reservation: reservation, remote };
         self.grants.lock().insert(id, grant);
         Ok(Decision::Grant(id))
     }
 
     /// Ends a grant: if the I/O succeeded and moved bytes, the destination's provenance
     /// takes the source's (and the lineage edge is recorded); then the reservations are
-    /// released. The grant must belong to `process` (else it is left untouched).
+    /// released. The grant must belong to `process` (else it is left untouched). For a
+    /// destination on a peer, the peer is told in the background (UpdateProvenance); its
+    /// readers wait on its reservation until then, so the answer to the process need not.
     pub fn report(&self, process: ProcessId, grant: GrantId, outcome: IoOutcome) -> Result<(), EngineError> {
-        let g = {
+        let mut g = {
             let mut grants = self.grants.lock();
             match grants.get(&grant) {
                 None => return Err(EngineError::UnknownGrant { grant }),
@@ -492,29 +955,36 @@ impl Engine {
                 Some(_) => grants.remove(&grant).ok_or(EngineError::UnknownGrant { grant })?,
             }
         };
+        let performed = outcome.ok && outcome.bytes > 0;
         {
             let mut core = self.core.write();
             let state = &mut core.state;
             let time_us = now_us();
-            if outcome.ok
-                && outcome.bytes > 0
-                && let Destination::Label(destination) = g.flow.destination
-            {
+            let breakdown = &self.config.breakdown;
+            if performed && let Destination::Label(destination) = g.flow.destination {
+                let merging = breakdown.start();
                 state.apply(Change::Flow { source: g.flow.source, destination, bytes: outcome.bytes, time_us })?;
+                breakdown.stop(Stage::ProvenanceUpdate, merging);
             }
             let result = if outcome.ok { AuditOutcome::Ok } else { AuditOutcome::Failed };
             let mut e = g.flow.entry(AuditKind::Report, time_us, result);
             e.grant = Some(grant);
             e.bytes = outcome.bytes;
+            let appending = breakdown.start();
             audit(state, e);
+            breakdown.stop(Stage::AuditAppend, appending);
+        }
+        if let Some(claim) = g.remote.take() {
+            claim.finish(performed, outcome.bytes);
         }
         drop(g);
         Ok(())
     }
 
     /// A grant never reported: the I/O may have happened, so provenance is merged
-    /// conservatively; then its reservations are released.
-    fn end_unreported(&self, id: GrantId, grant: Grant) {
+    /// conservatively (here and, for a destination on a peer, there); then its
+    /// reservations are released.
+    fn end_unreported(&self, id: GrantId, mut grant: Grant) {
         {
             let mut core = self.core.write();
             let state = &mut core.state;
@@ -528,6 +998,9 @@ impl Engine {
             e.grant = Some(id);
             audit(state, e);
         }
+        if let Some(claim) = grant.remote.take() {
+            claim.finish(true, 0);
+        }
         drop(grant);
     }
 
@@ -539,11 +1012,288 @@ impl Engine {
             let ids: Vec<GrantId> = grants.iter().filter(|(_, g)| g.deadline <= now).map(|(k, _)| *k).collect();
             ids.into_iter().filter_map(|k| grants.remove(&k).map(|g| (k, g))).collect()
         };
-        let n = expired.len();
+        let mut n = expired.len();
         for (id, grant) in expired {
             self.end_unreported(id, grant);
         }
+        let holds: Vec<((NodeId, u64), RemoteHold)> = {
+            let mut holds = self.remote_holds.lock();
+            let keys: Vec<(NodeId, u64)> =
+                holds.iter().filter(|(_, h)| h.deadline <= now).map(|(k, _)| k.clone()).collect();
+            keys.into_iter().filter_map(|k| holds.remove(&k).map(|h| (k, h))).collect()
+        };
+        n += holds.len();
+        for ((node, _), hold) in holds {
+            tracing::warn!(%node, "a peer's stream reservation expired; its write is assumed performed");
+            self.end_hold(&node, hold, true, 0, AuditKind::Expired);
+        }
         n
+    }
+
+    // ---- peers: the questions of other nodes (M2M server side) -----------------------
+
+    fn check_peer(&self, node: &NodeId) -> Result<(), EngineError> {
+        if self.config.topology.is_peer(node) { Ok(()) } else { Err(EngineError::UnknownPeer { node: node.clone() }) }
+    }
+
+    /// ReserveDestination from `caller`: reserves this node's side of a stream the
+    /// caller's process writes to, for writing, until [`Engine::remote_update`],
+    /// [`Engine::remote_release`] or the remote lease. `Ok(Err(denial))` when it stayed
+    /// busy; `Ok(Ok(policy))` with the side's effective policy when reserved.
+    pub async fn remote_reserve(
+        &self,
+        caller: &NodeId,
+        token: u64,
+        side: Resource,
+        writer: LocalizedResource,
+        provenance: Vec<LocalizedResource>,
+    ) -> Result<Result<Policy, Denial>, EngineError> {
+        self.check_peer(caller)?;
+        let Resource::Stream(s) = &side else {
+            return Err(EngineError::NotOwned { resource: side.to_string(), problem: "not a stream" });
+        };
+        if self.config.topology.owner(s.local.ip()) != Owner::Local {
+            return Err(EngineError::NotOwned {
+                resource: side.to_string(),
+                problem: "its local end is not this node's",
+            });
+        }
+        if self.config.topology.owner(s.peer.ip()) != Owner::Peer(caller.clone()) {
+            return Err(EngineError::NotOwned {
+                resource: side.to_string(),
+                problem: "its peer end is not an address of the asking node",
+            });
+        }
+        if writer.node != *caller {
+            return Err(EngineError::NotOwned {
+                resource: writer.to_string(),
+                problem: "the writer is not the asking node's",
+            });
+        }
+        let key = (caller.clone(), token);
+        if self.remote_holds.lock().contains_key(&key) {
+            return Err(EngineError::DuplicateToken { node: caller.clone(), token });
+        }
+        let (destination, writer, provenance) = {
+            let mut core = self.core.write();
+            let state = &mut core.state;
+            let destination = state.intern(&self.local(&side))?;
+            let writer = state.intern(&writer)?;
+            let provenance = provenance.iter().map(|r| state.intern(r)).collect::<Result<Vec<_>, _>>()?;
+            (destination, writer, provenance)
+        };
+        let reservation =
+            match self.reservations.acquire([Claim::write(destination)], self.config.reservation_timeout).await {
+                Ok(r) => r,
+                Err(Busy { .. }) => {
+                    return Ok(Err(Denial {
+                        policy: PolicyKind::Busy,
+                        resource: self.local(&side),
+                        reason: format!(
+                            "{} stayed reserved by other flows for {:?}",
+                            self.local(&side),
+                            self.config.reservation_timeout
+                        ),
+                    }));
+                }
+            };
+        let policy = {
+            let core = self.core.read();
+            let label = core.state.label(destination).ok_or(UnknownLabel(destination))?;
+            self.rules.policy(&core.state, label)
+        };
+        let hold = RemoteHold {
+            destination,
+            writer,
+            provenance,
+            deadline: Instant::now() + self.config.remote_lease,
+            _reservation: reservation,
+        };
+        let mut holds = self.remote_holds.lock();
+        if holds.contains_key(&key) {
+            return Err(EngineError::DuplicateToken { node: caller.clone(), token });
+        }
+        holds.insert(key, hold);
+        Ok(Ok(policy))
+    }
+
+    /// ReleaseDestination: the caller's write was denied or abandoned.
+    pub fn remote_release(&self, caller: &NodeId, token: u64) -> Result<(), EngineError> {
+        self.check_peer(caller)?;
+        let hold = self
+            .remote_holds
+            .lock()
+            .remove(&(caller.clone(), token))
+            .ok_or(EngineError::UnknownReservation { node: caller.clone(), token })?;
+        drop(hold);
+        Ok(())
+    }
+
+    /// UpdateProvenance: the caller's write happened (`performed`: merge the provenance
+    /// sent with the reservation) or not; then the reservation is released.
+    pub fn remote_update(&self, caller: &NodeId, token: u64, performed: bool, bytes: u64) -> Result<(), EngineError> {
+        self.check_peer(caller)?;
+        let hold = self
+            .remote_holds
+            .lock()
+            .remove(&(caller.clone(), token))
+            .ok_or(EngineError::UnknownReservation { node: caller.clone(), token })?;
+        self.end_hold(caller, hold, performed, bytes, AuditKind::RemoteFlow);
+        Ok(())
+    }
+
+    fn end_hold(&self, caller: &NodeId, hold: RemoteHold, performed: bool, bytes: u64, kind: AuditKind) {
+        {
+            let mut core = self.core.write();
+            let state = &mut core.state;
+            let time_us = now_us();
+            if performed {
+                let change = Change::Import {
+                    writer: hold.writer,
+                    provenance: hold.provenance.clone(),
+                    destination: hold.destination,
+                    bytes,
+                    time_us,
+                };
+                if let Err(e) = state.apply(change) {
+                    tracing::error!(error = %e, "merge of a peer's provenance failed");
+                }
+            }
+            let mut e = AuditEntry::new(kind, time_us, if performed { AuditOutcome::Ok } else { AuditOutcome::Failed });
+            e.source = Some(hold.writer);
+            e.destination = Some(hold.destination);
+            e.bytes = bytes;
+            e.peer = Some(caller.clone());
+            audit(state, e);
+        }
+        drop(hold);
+    }
+
+    /// CheckSources from `caller`: may these resources of this node flow to `target`?
+    /// Decided with this node's policies and consent (waiting for the operator's decision
+    /// up to the consent timeout). `Ok(None)` is a grant. Audited.
+    pub async fn check_sources(
+        &self,
+        caller: &NodeId,
+        sources: Vec<LocalizedResource>,
+        target: RemoteTarget,
+    ) -> Result<Option<Denial>, EngineError> {
+        self.check_peer(caller)?;
+        if let Some(r) = sources.iter().find(|r| r.node != *self.node()) {
+            return Err(EngineError::NotOwned { resource: r.to_string(), problem: "not a resource of this node" });
+        }
+        if sources.is_empty() {
+            return Err(EngineError::NotOwned { resource: String::new(), problem: "no sources to check" });
+        }
+        enum Owned {
+            Answer(Option<Denial>),
+            Wait(crate::consent::ConsentWait, Duration),
+        }
+        let deadline = Instant::now() + self.config.consent_timeout;
+        loop {
+            let (wait, remaining) = {
+                let mut core = self.core.write();
+                let state = &mut core.state;
+                let labels = sources.iter().map(|r| state.intern(r)).collect::<Result<Vec<_>, _>>()?;
+                let destination = state.intern(&target.resource)?;
+                let t = Target {
+                    name: match target.external_peer {
+                        Some(peer) => format!("external peer {peer}"),
+                        None => target.resource.to_string(),
+                    },
+                    node: target.external_peer.is_none().then(|| target.resource.node.clone()),
+                    integrity: target.policy.integrity,
+                    confidentiality: target.policy.confidentiality,
+                    consent_key: destination,
+                };
+                let step = match evaluate_owned(state, &self.rules, &labels, &t)? {
+                    Verdict::Grant => Owned::Answer(None),
+                    Verdict::Deny(denial) => Owned::Answer(Some(denial)),
+                    Verdict::AskConsent { source, destination } => {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        let src = state.resource(source).cloned().ok_or(UnknownLabel(source))?;
+                        let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
+                        if remaining.is_zero() {
+                            Owned::Answer(Some(Denial {
+                                policy: PolicyKind::Consent,
+                                reason: format!(
+                                    "the owner of {src} did not decide on {dst} within {:?}",
+                                    self.config.consent_timeout
+                                ),
+                                resource: src,
+                            }))
+                        } else {
+                            // Registered under the state lock (see `request`).
+                            Owned::Wait(self.consent.register(src, dst), remaining)
+                        }
+                    }
+                };
+                match step {
+                    Owned::Wait(wait, remaining) => (wait, remaining),
+                    Owned::Answer(answer) => {
+                        let result = match &answer {
+                            None => AuditOutcome::Granted,
+                            Some(d) => AuditOutcome::Denied(d.clone()),
+                        };
+                        let mut e = AuditEntry::new(AuditKind::RemoteCheck, now_us(), result);
+                        e.source = labels.first().copied();
+                        e.destination = Some(destination);
+                        e.external_peer = target.external_peer;
+                        e.peer = Some(caller.clone());
+                        audit(state, e);
+                        return Ok(answer);
+                    }
+                }
+            };
+            wait.wait(remaining).await;
+        }
+    }
+
+    /// BroadcastDeletion from `caller`: it deleted one of its resources. A tombstone is
+    /// kept here, so every later flow of data derived from it is denied locally.
+    pub fn remote_deleted(&self, caller: &NodeId, resource: &LocalizedResource) -> Result<(), EngineError> {
+        self.check_peer(caller)?;
+        if resource.node != *caller {
+            return Err(EngineError::NotOwned {
+                resource: resource.to_string(),
+                problem: "a node broadcasts the deletion of its own resources only",
+            });
+        }
+        if matches!(resource.resource, Resource::Executable(_)) {
+            return Err(EngineError::NotAFlowEndpoint { resource: resource.resource.clone() });
+        }
+        {
+            let mut core = self.core.write();
+            let state = &mut core.state;
+            let label = state.intern(resource)?;
+            if !state.label(label).is_some_and(|l| l.policy.deleted) {
+                state.apply(Change::Delete { label })?;
+                let mut e = AuditEntry::new(AuditKind::RemoteDelete, now_us(), AuditOutcome::Ok);
+                e.resource = Some(label);
+                e.peer = Some(caller.clone());
+                audit(state, e);
+            }
+        }
+        self.remote_epoch.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// PolicyChanged from `caller`: forget every reused decision of peers.
+    pub fn peer_changed(&self, caller: &NodeId) -> Result<(), EngineError> {
+        self.check_peer(caller)?;
+        self.remote_epoch.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Tells the peers that something this node decides changed (policy, consent).
+    /// Resolves when each peer answered or its deadline passed.
+    pub fn announce_policy_change(&self) -> BoxFuture<()> {
+        self.federation.policy_changed()
+    }
+
+    /// Tells the peers that this node deleted `r`.
+    pub fn announce_deletion(&self, r: &Resource) -> BoxFuture<()> {
+        self.federation.broadcast_deletion(self.local(r))
     }
 
     // ---- operators ------------------------------------------------------------------
@@ -716,6 +1466,7 @@ impl Engine {
                 destination: name(e.destination),
                 external_peer: e.external_peer,
                 consent_node: e.consent_node.clone(),
+                peer: e.peer.clone(),
                 direction: e.direction,
                 bytes: e.bytes,
                 grant: e.grant,
@@ -740,6 +1491,7 @@ impl Engine {
             granted: state.audit().granted(),
             denied: state.audit().denied(),
             pending_consents: self.consent.len(),
+            remote_reservations: self.remote_holds.lock().len(),
         }
     }
 
@@ -749,11 +1501,18 @@ impl Engine {
     }
 }
 
-/// After an evaluation that did not grant: wait for consent, or deny.
+/// After an evaluation that did not grant: wait for consent, ask the owners of remote
+/// sources, or deny.
 #[derive(Debug)]
-enum Pending {
+enum Step {
     Wait(crate::consent::ConsentWait, Duration),
+    AskOwners(BTreeMap<NodeId, Vec<LocalizedResource>>, RemoteTarget, Stamp),
     Deny(Denial),
+}
+
+/// The denial of a flow that needed `resource`'s node, which could not be asked.
+fn unreachable_denial(resource: LocalizedResource, e: &RemoteError) -> Denial {
+    Denial { policy: PolicyKind::Unreachable, resource, reason: e.to_string() }
 }
 
 #[cfg(test)]
@@ -1225,5 +1984,297 @@ mod tests {
         .await;
         assert!(e.reservations_idle());
         assert_eq!(e.status().active_grants, 0);
+    }
+
+    // ---- federation, with two engines wired together in-process -----------------------
+
+    use std::sync::{OnceLock, Weak};
+
+    /// A fake [`Federation`]: calls the other engine directly, counts the calls, and can
+    /// play dead.
+    #[derive(Debug)]
+    struct Loopback {
+        me: NodeId,
+        peer: OnceLock<Weak<Engine>>,
+        calls: Mutex<HashMap<&'static str, usize>>,
+        dead: std::sync::atomic::AtomicBool,
+    }
+
+    impl Loopback {
+        fn count(&self, call: &'static str) -> usize {
+            self.calls.lock().get(call).copied().unwrap_or(0)
+        }
+
+        fn peer(&self, call: &'static str, node: &NodeId) -> Result<Arc<Engine>, RemoteError> {
+            *self.calls.lock().entry(call).or_default() += 1;
+            if self.dead.load(Ordering::SeqCst) {
+                return Err(RemoteError::Unreachable { node: node.clone(), cause: "connection refused".into() });
+            }
+            self.peer.get().and_then(Weak::upgrade).ok_or(RemoteError::NotAPeer(node.clone()))
+        }
+    }
+
+    fn refused(node: &NodeId, e: EngineError) -> RemoteError {
+        RemoteError::Refused { node: node.clone(), cause: e.to_string() }
+    }
+
+    impl Federation for Loopback {
+        fn reserve_destination(
+            &self,
+            node: &NodeId,
+            q: ReserveQuestion,
+        ) -> BoxFuture<Result<Result<Policy, Denial>, RemoteError>> {
+            let (peer, me, node) = (self.peer("reserve", node), self.me.clone(), node.clone());
+            Box::pin(async move {
+                peer?
+                    .remote_reserve(&me, q.token, q.destination, q.writer, q.provenance)
+                    .await
+                    .map_err(|e| refused(&node, e))
+            })
+        }
+        fn release_destination(&self, node: &NodeId, token: u64) -> BoxFuture<Result<(), RemoteError>> {
+            let r = self
+                .peer("release", node)
+                .and_then(|p| p.remote_release(&self.me, token).map_err(|e| refused(node, e)));
+            Box::pin(async move { r })
+        }
+        fn update_provenance(
+            &self,
+            node: &NodeId,
+            token: u64,
+            performed: bool,
+            bytes: u64,
+        ) -> BoxFuture<Result<(), RemoteError>> {
+            let r = self
+                .peer("update", node)
+                .and_then(|p| p.remote_update(&self.me, token, performed, bytes).map_err(|e| refused(node, e)));
+            Box::pin(async move { r })
+        }
+        fn check_sources(&self, node: &NodeId, q: SourcesQuestion) -> BoxFuture<Result<Option<Denial>, RemoteError>> {
+            let (peer, me, node) = (self.peer("check", node), self.me.clone(), node.clone());
+            Box::pin(async move { peer?.check_sources(&me, q.sources, q.target).await.map_err(|e| refused(&node, e)) })
+        }
+        fn broadcast_deletion(&self, resource: LocalizedResource) -> BoxFuture<()> {
+            if let Ok(p) = self.peer("deletion", &self.me) {
+                let _ = p.remote_deleted(&self.me, &resource);
+            }
+            Box::pin(async {})
+        }
+        fn policy_changed(&self) -> BoxFuture<()> {
+            if let Ok(p) = self.peer("notice", &self.me) {
+                let _ = p.peer_changed(&self.me);
+            }
+            Box::pin(async {})
+        }
+    }
+
+    fn n2() -> NodeId {
+        NodeId::new("n2").unwrap()
+    }
+
+    const N1_ADDR: &str = "10.0.0.1:4000";
+    const N2_ADDR: &str = "10.0.0.2:5000";
+
+    /// Engines of n1 (10.0.0.1) and n2 (10.0.0.2), peers of each other.
+    fn pair() -> (Arc<Engine>, Arc<Loopback>, Arc<Engine>, Arc<Loopback>) {
+        let make = |me: NodeId, ip: &str, peer: NodeId, peer_ip: &str| {
+            let topology =
+                Topology::new(me.clone(), vec![ip.parse().unwrap()]).with_peer(peer, vec![peer_ip.parse().unwrap()]);
+            let mut c = EngineConfig::new(topology);
+            c.reservation_timeout = Duration::from_millis(300);
+            c.consent_timeout = Duration::from_millis(300);
+            c.m2m_timeout = Duration::from_millis(500);
+            c.remote_cache_ttl = Duration::from_secs(60);
+            let fed = Arc::new(Loopback {
+                me,
+                peer: OnceLock::new(),
+                calls: Mutex::new(HashMap::new()),
+                dead: std::sync::atomic::AtomicBool::new(false),
+            });
+            (Arc::new(Engine::with_federation(c, fed.clone())), fed)
+        };
+        let (e1, f1) = make(n1(), "10.0.0.1", n2(), "10.0.0.2");
+        let (e2, f2) = make(n2(), "10.0.0.2", n1(), "10.0.0.1");
+        f1.peer.set(Arc::downgrade(&e2)).unwrap();
+        f2.peer.set(Arc::downgrade(&e1)).unwrap();
+        (e1, f1, e2, f2)
+    }
+
+    /// The stream from n1's writer to n2's reader, as each end enrolls it.
+    fn streams() -> (Resource, Resource) {
+        let (a, b) = (N1_ADDR.parse().unwrap(), N2_ADDR.parse().unwrap());
+        (Resource::stream(a, b), Resource::stream(b, a))
+    }
+
+    async fn settle(cond: impl Fn() -> bool) {
+        within(async {
+            while !cond() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_remote_stream_write_carries_provenance_and_repeats_skip_m2m() {
+        let (e1, f1, e2, f2) = pair();
+        let writer = attach(&e1, 1);
+        let (out, inn) = streams();
+        e1.enroll(writer, Fd(3), file("/a")).unwrap();
+        e1.enroll(writer, Fd(4), out).unwrap();
+        io(&e1, writer, 3, Direction::Read, 4).await;
+        io(&e1, writer, 4, Direction::Write, 4).await;
+        assert_eq!((f1.count("reserve"), f1.count("check")), (1, 0), "all sources are n1's own");
+        // The record of what n2 holds is kept once the update succeeded.
+        settle(|| !e1.pushed.lock().is_empty()).await;
+        let at1 = |r: &Resource| r.clone().at(&n1());
+        let prov = e2.provenance(&inn);
+        assert!(prov.contains(&at1(&file("/a"))) && prov.contains(&at1(&Resource::Process(writer))), "{prov:?}");
+
+        // Unchanged provenance: the next writes go without any M2M call.
+        for _ in 0..5 {
+            io(&e1, writer, 4, Direction::Write, 4).await;
+        }
+        assert_eq!((f1.count("reserve"), f1.count("update")), (1, 1));
+
+        // n2's reader asks n1 once about n1's resources, then reuses the answer.
+        let reader = attach(&e2, 2);
+        e2.enroll(reader, Fd(3), inn.clone()).unwrap();
+        io(&e2, reader, 3, Direction::Read, 4).await;
+        io(&e2, reader, 3, Direction::Read, 4).await;
+        assert_eq!(f2.count("check"), 1);
+        let prov = e2.provenance(&Resource::Process(reader));
+        assert!(prov.contains(&at1(&file("/a"))), "{prov:?}");
+        assert!(e2.audit(&AuditQuery::default()).iter().any(|r| r.kind == AuditKind::RemoteFlow));
+        assert!(e1.audit(&AuditQuery::default()).iter().any(|r| r.kind == AuditKind::RemoteCheck));
+
+        // New provenance: the full protocol again.
+        e1.enroll(writer, Fd(5), file("/b")).unwrap();
+        io(&e1, writer, 5, Direction::Read, 1).await;
+        io(&e1, writer, 4, Direction::Write, 1).await;
+        assert_eq!(f1.count("reserve"), 2);
+        settle(|| f1.count("update") == 2 && e2.status().remote_reservations == 0).await;
+        assert!(e2.provenance(&inn).contains(&at1(&file("/b"))));
+        // A notice from n2 (its policy changed, it restarted): no reuse.
+        f2.policy_changed().await;
+        io(&e1, writer, 4, Direction::Write, 1).await;
+        assert_eq!(f1.count("reserve"), 3);
+        settle(|| e2.status().remote_reservations == 0).await;
+        assert!(e1.reservations_idle() && e2.reservations_idle());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn owners_decide_for_their_resources_and_unreachable_owners_deny() {
+        let (e1, f1, e2, f2) = pair();
+        let writer = attach(&e1, 1);
+        let (out, inn) = streams();
+        e1.enroll(writer, Fd(3), file("/secret")).unwrap();
+        e1.enroll(writer, Fd(4), out).unwrap();
+        io(&e1, writer, 3, Direction::Read, 4).await;
+        io(&e1, writer, 4, Direction::Write, 4).await;
+        settle(|| f1.count("update") == 1 && e2.status().remote_reservations == 0).await;
+        let reader = attach(&e2, 2);
+        e2.enroll(reader, Fd(3), inn).unwrap();
+        e2.enroll(reader, Fd(4), file("/copy")).unwrap();
+        io(&e2, reader, 3, Direction::Read, 4).await;
+
+        // n1 marks its file secret and tells n2: n2's process may no longer read it.
+        e1.set_policy(&file("/secret"), Some(Confidentiality::Secret), None).unwrap();
+        e1.announce_policy_change().await;
+        e2.enroll(reader, Fd(5), file("/copy")).unwrap();
+        let d = denial_of(ask(&e2, reader, 4, Direction::Write).await);
+        assert_eq!((d.policy, d.resource.clone()), (PolicyKind::Confidentiality, file("/secret").at(&n1())));
+        // n1 itself still uses it locally.
+        e1.enroll(writer, Fd(6), file("/local")).unwrap();
+        io(&e1, writer, 6, Direction::Write, 1).await;
+        // And n1's writes of it to n2 are denied after n2's side was reserved (new
+        // provenance: no shortcut): released.
+        e1.enroll(writer, Fd(7), file("/fresh")).unwrap();
+        io(&e1, writer, 7, Direction::Read, 1).await;
+        let d = denial_of(ask(&e1, writer, 4, Direction::Write).await);
+        assert_eq!(d.policy, PolicyKind::Confidentiality);
+        settle(|| f1.count("release") == 1 && e2.status().remote_reservations == 0).await;
+
+        // Unreachable owner: a clear denial naming it, nothing held.
+        e1.set_policy(&file("/secret"), Some(Confidentiality::Public), None).unwrap();
+        f2.dead.store(true, Ordering::SeqCst);
+        let d = denial_of(ask(&e2, reader, 4, Direction::Write).await);
+        assert_eq!(d.policy, PolicyKind::Unreachable);
+        assert!(d.reason.contains("node n1 unreachable: connection refused"), "{}", d.reason);
+        f2.dead.store(false, Ordering::SeqCst);
+        io(&e2, reader, 4, Direction::Write, 1).await;
+
+        // Deletion is broadcast: n2 denies locally, without asking.
+        e1.delete(&file("/secret")).unwrap();
+        e1.announce_deletion(&file("/secret")).await;
+        let checks = f2.count("check");
+        let d = denial_of(ask(&e2, reader, 4, Direction::Write).await);
+        assert_eq!((d.policy, d.resource), (PolicyKind::Deletion, file("/secret").at(&n1())));
+        assert_eq!(f2.count("check"), checks);
+        assert!(e1.reservations_idle() && e2.reservations_idle());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_remote_consent_question_waits_for_the_owner() {
+        let (e1, f1, e2, _f2) = pair();
+        let writer = attach(&e1, 1);
+        let (out, inn) = streams();
+        e1.enroll(writer, Fd(3), file("/owned")).unwrap();
+        e1.enroll(writer, Fd(4), out).unwrap();
+        io(&e1, writer, 3, Direction::Read, 4).await;
+        io(&e1, writer, 4, Direction::Write, 4).await;
+        settle(|| f1.count("update") == 1 && e2.status().remote_reservations == 0).await;
+        e1.set_consent_enforced(&file("/owned"), true).unwrap();
+        let reader = attach(&e2, 2);
+        e2.enroll(reader, Fd(3), inn).unwrap();
+        let task = tokio::spawn({
+            let e2 = e2.clone();
+            async move { e2.request(reader, Fd(3), Direction::Read).await }
+        });
+        settle(|| !e1.pending_consents().is_empty()).await;
+        let pending = e1.pending_consents();
+        assert_eq!(pending[0].destination, ConsentDestination::Resource(Resource::Process(reader).at(&n2())));
+        e1.decide_consent(&pending[0].source, ConsentDestination::Node(n2()), true);
+        let g = grant_of(&within(task).await.unwrap().unwrap());
+        e2.report(reader, g, IoOutcome { ok: true, bytes: 4 }).unwrap();
+    }
+
+    #[tokio::test]
+    async fn peers_questions_are_checked() {
+        let (e1, _f1, _e2, _f2) = pair();
+        let stranger = NodeId::new("n9").unwrap();
+        let (out, inn) = streams();
+        let w = Resource::Process(ProcessId { pid: 1, starttime: 1 }).at(&n2());
+        assert!(matches!(
+            e1.remote_reserve(&stranger, 1, out.clone(), w.clone(), vec![]).await,
+            Err(EngineError::UnknownPeer { .. })
+        ));
+        // n1's side of the stream is `out` (local end 10.0.0.1); `inn` is n2's.
+        assert!(matches!(e1.remote_reserve(&n2(), 1, inn, w.clone(), vec![]).await, Err(EngineError::NotOwned { .. })));
+        let file_w = file("/x").at(&n1());
+        assert!(matches!(
+            e1.remote_reserve(&n2(), 1, out.clone(), file_w, vec![]).await,
+            Err(EngineError::NotOwned { .. })
+        ));
+        assert_eq!(e1.remote_release(&n2(), 77), Err(EngineError::UnknownReservation { node: n2(), token: 77 }));
+        assert!(matches!(e1.remote_update(&n2(), 77, true, 1), Err(EngineError::UnknownReservation { .. })));
+        let target = RemoteTarget { resource: file("/y").at(&n2()), external_peer: None, policy: Policy::default() };
+        let theirs = vec![file("/x").at(&n2())];
+        assert!(matches!(e1.check_sources(&n2(), theirs, target).await, Err(EngineError::NotOwned { .. })));
+        assert!(matches!(e1.remote_deleted(&n2(), &file("/x").at(&n1())), Err(EngineError::NotOwned { .. })));
+        // A reservation whose holder never comes back ends with its lease, assumed performed.
+        let mut c = e1.config().clone();
+        c.remote_lease = Duration::from_millis(50);
+        let e = Engine::new(c);
+        let r = e.remote_reserve(&n2(), 5, out.clone(), w.clone(), vec![file("/z").at(&n2())]).await.unwrap();
+        assert_eq!(r, Ok(Policy::default()));
+        assert!(matches!(
+            e.remote_reserve(&n2(), 5, out.clone(), w, vec![]).await,
+            Err(EngineError::DuplicateToken { .. })
+        ));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(e.expire_leases(), 1);
+        assert!(e.provenance(&out).contains(&file("/z").at(&n2())));
+        assert!(e.reservations_idle());
     }
 }

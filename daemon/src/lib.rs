@@ -11,11 +11,13 @@
 //! `trace2ed`, and [`cli`] is the operator CLI `trace2e`.
 
 pub mod audit;
+pub mod breakdown;
 pub mod compliance;
 pub mod consent;
 pub mod engine;
 pub mod enrollment;
 pub mod provenance;
+pub mod remote;
 pub mod reservation;
 pub mod state;
 pub mod topology;
@@ -24,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod federation;
 pub mod operator;
 pub mod p2m;
 pub mod process;

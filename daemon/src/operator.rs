@@ -108,7 +108,10 @@ fn engine_code(e: &EngineError) -> Code {
         EngineError::UnknownProcess { .. } | EngineError::NotEnrolled { .. } | EngineError::UnknownGrant { .. } => {
             Code::NotFound
         }
-        EngineError::WrongProcess { .. } => Code::PermissionDenied,
+        EngineError::WrongProcess { .. } | EngineError::UnknownPeer { .. } => Code::PermissionDenied,
+        EngineError::NotOwned { .. } => Code::InvalidArgument,
+        EngineError::UnknownReservation { .. } => Code::NotFound,
+        EngineError::DuplicateToken { .. } => Code::AlreadyExists,
         EngineError::State(StateError::Full) => Code::ResourceExhausted,
         EngineError::State(_) => Code::Internal,
     }
@@ -163,6 +166,14 @@ impl OperatorService {
             denied: s.denied,
             uptime_secs: self.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            breakdown: self
+                .engine
+                .config()
+                .breakdown
+                .snapshot()
+                .into_iter()
+                .map(|(name, total_ns, count)| o2m::Stage { name: name.to_owned(), total_ns, count })
+                .collect(),
         }
     }
 
@@ -276,6 +287,9 @@ fn audit_record(r: &AuditRecord) -> o2m::AuditRecord {
     if let Some(exe) = &r.exe {
         details.push(format!("exe {}", exe.display()));
     }
+    if let Some(node) = &r.peer {
+        details.push(format!("asked by {node}"));
+    }
     if let Some(peer) = r.external_peer {
         details.push(format!("external peer {peer}"));
     }
@@ -329,12 +343,21 @@ impl O2m for OperatorService {
         Ok(Response::new(self.policies(request.into_inner())?))
     }
 
+    // Changes that peers may have reused decisions about are announced to them before the
+    // operator gets the answer (best effort, each peer within the M2M deadline): when the
+    // command returns, every reachable peer has dropped what it cached.
+
     async fn set_policy(&self, request: Request<o2m::SetPolicyRequest>) -> Reply<o2m::SetPolicyResponse> {
-        Ok(Response::new(self.apply_policy(request.into_inner())?))
+        let response = self.apply_policy(request.into_inner())?;
+        self.engine.announce_policy_change().await;
+        Ok(Response::new(response))
     }
 
     async fn delete(&self, request: Request<o2m::DeleteRequest>) -> Reply<o2m::DeleteResponse> {
-        Ok(Response::new(self.mark_deleted(request.into_inner())?))
+        let resource = self.local("resource", &request.get_ref().resource)?;
+        let response = self.mark_deleted(request.into_inner())?;
+        self.engine.announce_deletion(&resource).await;
+        Ok(Response::new(response))
     }
 
     async fn get_provenance(&self, request: Request<o2m::ProvenanceRequest>) -> Reply<o2m::ProvenanceResponse> {
@@ -349,7 +372,9 @@ impl O2m for OperatorService {
         &self,
         request: Request<o2m::EnforceConsentRequest>,
     ) -> Reply<o2m::EnforceConsentResponse> {
-        Ok(Response::new(self.enforce(request.into_inner())?))
+        let response = self.enforce(request.into_inner())?;
+        self.engine.announce_policy_change().await;
+        Ok(Response::new(response))
     }
 
     async fn list_consent_requests(
@@ -360,7 +385,9 @@ impl O2m for OperatorService {
     }
 
     async fn decide_consent(&self, request: Request<o2m::DecideConsentRequest>) -> Reply<o2m::DecideConsentResponse> {
-        Ok(Response::new(self.decide(request.into_inner())?))
+        let response = self.decide(request.into_inner())?;
+        self.engine.announce_policy_change().await;
+        Ok(Response::new(response))
     }
 }
 
@@ -373,7 +400,7 @@ mod tests {
     use crate::topology::Topology;
 
     fn service() -> OperatorService {
-        let topology = Topology { node: NodeId::new("node-a").unwrap(), addresses: vec![IpAddr::from([10, 0, 0, 1])] };
+        let topology = Topology::new(NodeId::new("node-a").unwrap(), vec![IpAddr::from([10, 0, 0, 1])]);
         OperatorService::new(Arc::new(Engine::new(EngineConfig::new(topology))))
     }
 

@@ -125,6 +125,25 @@ impl LabelProvenance {
     }
 }
 
+impl LabelProvenance {
+    /// `self ∪= ids`, without `own_id`: the merge of a provenance received from a peer
+    /// node (no version of it is known here, so nothing is skipped).
+    pub fn merge_set(&mut self, own_id: LabelId, ids: &[LabelId]) -> Merge {
+        let mut incoming: Vec<LabelId> =
+            ids.iter().copied().filter(|id| *id != own_id && self.set.binary_search(id).is_err()).collect();
+        if incoming.is_empty() {
+            return Merge::Unchanged;
+        }
+        incoming.sort_unstable();
+        incoming.dedup();
+        let grew = incoming.len();
+        self.set.extend_from_slice(&incoming);
+        self.set.sort_unstable();
+        self.version += 1;
+        Merge::Grew(grew)
+    }
+}
+
 /// Accumulated statistics of one direct edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgeStats {

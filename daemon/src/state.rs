@@ -143,6 +143,21 @@ pub enum Change {
         /// When, unix µs.
         time_us: u64,
     },
+    /// A flow from another node happened (a peer's process wrote to a stream whose
+    /// receiving side is here): the destination takes the writer and its provenance, as
+    /// the peer sent them, and the lineage edge writer → destination is recorded.
+    Import {
+        /// The writer (a resource of the peer).
+        writer: LabelId,
+        /// The writer's provenance.
+        provenance: Vec<LabelId>,
+        /// Destination.
+        destination: LabelId,
+        /// Bytes carried.
+        bytes: u64,
+        /// When, unix µs.
+        time_us: u64,
+    },
     /// Appends an audit record.
     Audit(AuditEntry),
 }
@@ -354,6 +369,16 @@ impl State {
                     let _: Merge = dst.provenance.merge(destination, source, &src.provenance);
                 }
                 self.lineage.record(source, destination, bytes, time_us);
+            }
+            Change::Import { writer, provenance, destination, bytes, time_us } => {
+                self.check(writer)?;
+                for id in &provenance {
+                    self.check(*id)?;
+                }
+                let mut all = provenance;
+                all.push(writer);
+                let _: Merge = self.label_mut(destination)?.provenance.merge_set(destination, &all);
+                self.lineage.record(writer, destination, bytes, time_us);
             }
             Change::Audit(entry) => {
                 self.audit.append(entry);

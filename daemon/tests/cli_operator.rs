@@ -31,7 +31,7 @@ impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("o2m.sock");
-        let topology = Topology { node: NodeId::new("node-a").unwrap(), addresses: vec![IpAddr::from([127, 0, 0, 1])] };
+        let topology = Topology::new(NodeId::new("node-a").unwrap(), vec![IpAddr::from([127, 0, 0, 1])]);
         let engine = Arc::new(Engine::new(EngineConfig::new(topology)));
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = {

@@ -96,10 +96,20 @@ fn trace2e_io_behaves_like_std() {
     unsafe { std::env::set_var("TRACE2E_SOCKET", &daemon.p2m) };
     let t2e_dir = tempfile::tempdir().unwrap();
     let actual = conformance_body!(trace2e_io::fs, trace2e_io::net, t2e_dir.path());
-    assert_eq!(actual, expected);
+    assert_eq!(actual, expected, "over shared memory");
+
+    // The same over the gRPC baseline transport.
+    // SAFETY: as above; no other thread is running mediated I/O now.
+    unsafe { std::env::set_var("TRACE2E_TRANSPORT", "grpc") };
+    trace2e_io::reset_client_for_benchmarks();
+    let grpc_dir = tempfile::tempdir().unwrap();
+    let over_grpc = conformance_body!(trace2e_io::fs, trace2e_io::net, grpc_dir.path());
+    assert_eq!(over_grpc, expected, "over gRPC");
+    let grpc_file = grpc_dir.path().canonicalize().unwrap().join("a.txt");
 
     // And it really was mediated: the daemon audited reads and writes of our files.
-    let audit = daemon.cli_json(&["audit", "--format", "json"]).to_string();
+    let audit = daemon.cli_json(&["audit", "--limit", "0", "--format", "json"]).to_string();
     let a = t2e_dir.path().canonicalize().unwrap().join("a.txt");
     assert!(audit.contains(&a.display().to_string()), "no audit record for {}", a.display());
+    assert!(audit.contains(&grpc_file.display().to_string()), "no audit record for {}", grpc_file.display());
 }

@@ -65,7 +65,7 @@ fn a_client_killed_mid_flow_releases_its_reservations() {
     let mut child_cmd = std::process::Command::new(std::env::current_exe().unwrap());
     child_cmd
         .args(["--exact", "child_hold_grant", "--nocapture", "--test-threads", "1"])
-        .env("T2E_CHILD_SOCKET", &d.p2m)
+        .env("T2E_CHILD_SOCKET", &d.p2m_grpc)
         .env("T2E_CHILD_FILE", &f);
     let (mut child, _) = spawn_until_line_containing(child_cmd, "granted");
 
@@ -83,7 +83,7 @@ fn a_client_killed_mid_flow_releases_its_reservations() {
     assert_eq!(std::fs::read(&out_file).unwrap(), b"shared");
 
     // The dead client's grant was ended and audited.
-    let audit = d.cli_json(&["audit", "--format", "json"]);
+    let audit = d.cli_json(&["audit", "--limit", "0", "--format", "json"]);
     let text = audit.to_string();
     assert!(text.contains("exit"), "{text}");
 }
@@ -111,8 +111,16 @@ fn spawn_until_line_containing(mut cmd: std::process::Command, needle: &str) -> 
 #[test]
 fn garbage_and_oversized_messages_get_errors_and_the_daemon_keeps_serving() {
     let mut d = Daemon::start("node-a", &["127.0.0.2"], &[]);
-    // Raw garbage on both sockets.
-    for socket in [&d.p2m, &d.o2m] {
+    // Garbage instead of the shared-memory handshake.
+    for _ in 0..3 {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+        let s = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+        rustix::net::connect(&s, &SocketAddrUnix::new(&d.p2m).unwrap()).unwrap();
+        let _ = rustix::net::send(&s, b"\xff\xfe not a hello at all", rustix::net::SendFlags::NOSIGNAL);
+        let _ = rustix::net::send(&s, &[0u8; 60_000], rustix::net::SendFlags::NOSIGNAL);
+    }
+    // Raw garbage on the gRPC sockets.
+    for socket in [&d.p2m_grpc, &d.o2m] {
         let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
         let _ = s.write_all(b"\x00\x01garbage that is not HTTP/2 at all\r\n\r\n\xff\xfe");
@@ -120,7 +128,7 @@ fn garbage_and_oversized_messages_get_errors_and_the_daemon_keeps_serving() {
         let _ = std::io::Read::read(&mut s, &mut buf); // the daemon answers or closes; it must not hang
     }
     rt().block_on(async {
-        let mut c = p2m_client(&d.p2m).await;
+        let mut c = p2m_client(&d.p2m_grpc).await;
         // Oversized: a 1 MiB path.
         let huge = format!("/{}", "x".repeat(1 << 20));
         let err = c
@@ -164,7 +172,7 @@ fn a_client_lying_about_an_fd_is_refused() {
     std::fs::write(&real, b"x").unwrap();
     let file = std::fs::File::open(&real).unwrap();
     rt().block_on(async {
-        let mut c = p2m_client(&d.p2m).await;
+        let mut c = p2m_client(&d.p2m_grpc).await;
         let lie = p2m::EnrollRequest {
             fd: file.as_raw_fd(),
             target: Some(p2m::enroll_request::Target::File(p2m::FileTarget { path: "/etc/passwd".into() })),
@@ -196,7 +204,7 @@ fn sigterm_stops_the_daemon_and_removes_its_sockets() {
     let mut d = Daemon::start("node-a", &["127.0.0.2"], &[]);
     let status = d.stop();
     assert!(status.success(), "{status:?}");
-    assert!(!d.p2m.exists() && !d.o2m.exists(), "sockets left behind");
+    assert!(!d.p2m.exists() && !d.p2m_grpc.exists() && !d.o2m.exists(), "sockets left behind");
 }
 
 #[test]
@@ -209,4 +217,49 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
     });
     assert!(!out.status.success());
     assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+}
+
+#[test]
+fn garbage_over_shared_memory_gets_errors_and_others_are_served() {
+    use trace2e_proto::wire::{WireResponse, kind};
+    let d = Daemon::start("node-a", &["127.0.0.2"], &[]);
+    let client = trace2e_fastpath::Client::connect(&d.p2m).expect("attach over shared memory");
+    // Well-framed messages with meaningless contents: each gets an error, not a crash.
+    for (k, payload) in [
+        (999u16, &b"unknown kind"[..]),
+        (kind::REQUEST, &[1u8][..]),
+        (kind::ENROLL, &[3, 0, 0, 0, 1, b'r', b'e', b'l'][..]),
+        (kind::REPORT, &[0u8; 17][..]),
+    ] {
+        let r = client.call(k, payload).expect("the daemon answers");
+        match WireResponse::decode(r.kind, &r.payload).unwrap() {
+            WireResponse::Error { .. } => {}
+            other => panic!("expected an error for kind {k}, got {other:?}"),
+        }
+    }
+    // A lie over shared memory is refused like over gRPC.
+    let real = d.path("real.txt");
+    std::fs::write(&real, b"x").unwrap();
+    let file = std::fs::File::open(&real).unwrap();
+    let mut buf = Vec::new();
+    let lie = trace2e_proto::wire::WireRequest::Enroll {
+        fd: trace2e_proto::Fd(file.as_raw_fd()),
+        target: trace2e_proto::wire::EnrollTarget::File("/etc/passwd".into()),
+    };
+    let k = lie.encode(&mut buf);
+    let r = client.call(k, &buf).unwrap();
+    match WireResponse::decode(r.kind, &r.payload).unwrap() {
+        WireResponse::Error { code, message } => {
+            assert_eq!(code, trace2e_proto::wire::ErrorCode::PermissionDenied);
+            assert!(message.contains("/etc/passwd"), "{message}");
+        }
+        other => panic!("a lie was accepted: {other:?}"),
+    }
+    // Posted garbage has nobody to answer to; the channel keeps working.
+    client.post(kind::REPORT, b"junk").unwrap();
+    assert!(client.call(kind::UNENROLL, &[7, 0, 0, 0]).is_ok());
+    // Everyone else is still served.
+    let (a, b) = (d.path("a"), d.path("b"));
+    std::fs::write(&a, b"fine").unwrap();
+    assert_ok(&d.proc(&["cp", a.to_str().unwrap(), b.to_str().unwrap()]));
 }

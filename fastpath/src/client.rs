@@ -156,8 +156,12 @@ impl Client {
             .map_err(OsError::new("socket"))?;
         let addr = SocketAddrUnix::new(path.as_ref()).map_err(OsError::new("socket path"))?;
         rustix::net::connect(&ctl, &addr).map_err(OsError::new("connect"))?;
-        rustix::net::sockopt::set_socket_timeout(&ctl, rustix::net::sockopt::Timeout::Recv, Some(config.handshake_timeout))
-            .map_err(OsError::new("SO_RCVTIMEO"))?;
+        rustix::net::sockopt::set_socket_timeout(
+            &ctl,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(config.handshake_timeout),
+        )
+        .map_err(OsError::new("SO_RCVTIMEO"))?;
 
         let mut buf = [0u8; 2 * sys::WELCOME_LEN];
         let got = sys::recv_with_fds(ctl.as_fd(), &mut buf)?;
@@ -372,9 +376,7 @@ impl Inner {
     }
 
     fn least_shared_lane(&self) -> u16 {
-        (0..self.geo.lanes())
-            .min_by_key(|&i| self.lanes[usize::from(i)].holders.load(Local::Relaxed))
-            .unwrap_or(0)
+        (0..self.geo.lanes()).min_by_key(|&i| self.lanes[usize::from(i)].holders.load(Local::Relaxed)).unwrap_or(0)
     }
 
     /// Writes a message into the lane's request ring, waiting (doorbell, then
@@ -509,7 +511,7 @@ impl Inner {
         while word.load(Ordering::Relaxed) == pos {
             crate::sync::spin_hint();
             i = i.wrapping_add(1);
-            if i % 64 == 0 && start.elapsed() >= self.config.spin {
+            if i.is_multiple_of(64) && start.elapsed() >= self.config.spin {
                 break;
             }
         }

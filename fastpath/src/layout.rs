@@ -105,7 +105,7 @@ impl Geometry {
         if slots < 2 || slots > MAX_SLOTS || !slots.is_power_of_two() {
             return Err(GeometryError::Slots(slots));
         }
-        if data_bytes < 64 || data_bytes > MAX_DATA_BYTES || data_bytes % 64 != 0 {
+        if data_bytes < 64 || data_bytes > MAX_DATA_BYTES || !data_bytes.is_multiple_of(64) {
             return Err(GeometryError::DataBytes(data_bytes));
         }
         // With the bounds above the region is at most
@@ -189,7 +189,7 @@ pub(crate) fn check_payload(geo: &Geometry, off: u32, len: u32) -> Result<(), Pa
         return Ok(());
     }
     // u64 arithmetic: off and len are both client-chosen u32s.
-    if off % 8 != 0 || u64::from(off) + u64::from(len) > u64::from(geo.data_bytes) {
+    if !off.is_multiple_of(8) || u64::from(off) + u64::from(len) > u64::from(geo.data_bytes) {
         return Err(PayloadCheck::Offset);
     }
     Ok(())

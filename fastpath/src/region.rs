@@ -22,7 +22,7 @@ pub(crate) struct Region {
 impl Region {
     /// Wraps `map`; `None` if it is too small or misaligned for `geo`.
     pub(crate) fn new(map: MmapRaw, geo: Geometry) -> Option<Self> {
-        let aligned = (map.as_ptr() as usize) % 4096 == 0;
+        let aligned = (map.as_ptr() as usize).is_multiple_of(4096);
         (aligned && map.len() >= geo.region_size()).then_some(Self { map, geo })
     }
 
@@ -44,7 +44,7 @@ impl Region {
     /// size_of::<T>()` must lie within the region and be aligned for `T`.
     unsafe fn at<T>(&self, offset: usize) -> &T {
         debug_assert!(offset + size_of::<T>() <= self.geo.region_size());
-        debug_assert!(offset % align_of::<T>() == 0);
+        debug_assert!(offset.is_multiple_of(align_of::<T>()));
         // SAFETY: the caller guarantees bounds, alignment (the base is page-aligned)
         // and that `T` is all atomics; the mapping lives as long as `&self`.
         unsafe { &*self.map.as_ptr().add(offset).cast::<T>() }
@@ -57,7 +57,7 @@ impl Region {
     /// As for [`at`](Self::at), for `len * size_of::<T>()` bytes.
     unsafe fn slice_at<T>(&self, offset: usize, len: usize) -> &[T] {
         debug_assert!(offset + len * size_of::<T>() <= self.geo.region_size());
-        debug_assert!(offset % align_of::<T>() == 0);
+        debug_assert!(offset.is_multiple_of(align_of::<T>()));
         // SAFETY: as in `at`.
         unsafe { core::slice::from_raw_parts(self.map.as_ptr().add(offset).cast::<T>(), len) }
     }

@@ -49,8 +49,7 @@ pub(crate) struct SlotBody {
 }
 
 impl SlotBody {
-    pub(crate) const EMPTY: Self =
-        Self { kind: 0, flags: 0, tag: 0, len: 0, off: 0, inline: [0; INLINE_MAX] };
+    pub(crate) const EMPTY: Self = Self { kind: 0, flags: 0, tag: 0, len: 0, off: 0, inline: [0; INLINE_MAX] };
 }
 
 /// A ring of slots as the protocol sees it.

@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
 use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, recvmsg, sendmsg,
 };
 use rustix::thread::futex;
 
@@ -124,13 +124,7 @@ pub(crate) fn peer_pidfd(sock: BorrowedFd<'_>, pid: Option<rustix::process::Pid>
     // SAFETY: `sock` is a valid socket; `fd` and `len` are valid for writes of an
     // int and a socklen_t, and `len` says how much room `fd` has.
     let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_PEERPIDFD,
-            (&raw mut fd).cast(),
-            &raw mut len,
-        )
+        libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, SO_PEERPIDFD, (&raw mut fd).cast(), &raw mut len)
     };
     if rc == 0 && fd >= 0 && len as usize == size_of::<libc::c_int>() {
         // SAFETY: the kernel just gave us this fd; nothing else owns it.
@@ -226,10 +220,7 @@ pub(crate) fn current_cpu() -> u32 {
 }
 
 fn timespec(d: Duration) -> rustix::event::Timespec {
-    rustix::event::Timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: i64::from(d.subsec_nanos()),
-    }
+    rustix::event::Timespec { tv_sec: d.as_secs().min(i64::MAX as u64) as i64, tv_nsec: i64::from(d.subsec_nanos()) }
 }
 
 /// `AsFd` for an `Option<OwnedFd>`.

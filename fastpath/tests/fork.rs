@@ -56,7 +56,7 @@ fn grandchild(old: Client, path: &std::path::Path) -> i32 {
 #[test]
 fn forked_child_reconnects_under_its_own_pid() {
     let server = TestServer::start(ServerConfig::default());
-    let mut child = spawn_role("child_role", "forker", &server.path);
+    let mut child = common::Reaped(spawn_role("child_role", "forker", &server.path));
     let pid_of = |e: Event| match e {
         Event::Attached { pid, .. } => pid,
         other => panic!("{other:?}"),
@@ -66,5 +66,6 @@ fn forked_child_reconnects_under_its_own_pid() {
     let second = pid_of(server.next_event(Duration::from_secs(60)));
     assert_ne!(second, first, "the grandchild must be its own peer");
     let status = with_timeout(Duration::from_secs(60), move || child.wait().unwrap());
+    let _ = &server;
     assert!(status.success(), "child process failed: {status}");
 }

@@ -33,8 +33,9 @@ impl Hostile {
         let mut buf = [0u8; 64];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        let msg = rustix::net::recvmsg(&ctl, &mut [std::io::IoSliceMut::new(&mut buf)], &mut control, RecvFlags::empty())
-            .unwrap();
+        let msg =
+            rustix::net::recvmsg(&ctl, &mut [std::io::IoSliceMut::new(&mut buf)], &mut control, RecvFlags::empty())
+                .unwrap();
         assert_eq!(msg.bytes, 32);
         let mut fds = Vec::new();
         for m in control.drain() {
@@ -147,11 +148,9 @@ fn scenario(attack: impl FnOnce(&Hostile, &Good) + Send + 'static) -> Event {
         let good_id = server.attached();
         good.wait_progress(10);
         attack(&hostile, &good);
-        let event = loop {
-            match server.next_event(Duration::from_secs(30)) {
-                e @ (Event::Corrupt { id, .. } | Event::Gone { id, .. }) if id == bad_id => break e,
-                other => panic!("unexpected event {other:?} (good client is {good_id})"),
-            }
+        let event = match server.next_event(Duration::from_secs(30)) {
+            e @ (Event::Corrupt { id, .. } | Event::Gone { id, .. }) if id == bad_id => e,
+            other => panic!("unexpected event {other:?} (good client is {good_id})"),
         };
         if matches!(event, Event::Corrupt { .. }) {
             assert!(hostile.closed_by_daemon(), "region not marked closed");
@@ -309,10 +308,7 @@ fn the_region_cannot_be_resized() {
     let size = h.geo.region_size() as u64;
     assert_eq!(rustix::fs::ftruncate(&h.memfd, 0), Err(rustix::io::Errno::PERM));
     assert_eq!(rustix::fs::ftruncate(&h.memfd, size * 2), Err(rustix::io::Errno::PERM));
-    assert_eq!(
-        rustix::fs::fcntl_add_seals(&h.memfd, rustix::fs::SealFlags::WRITE),
-        Err(rustix::io::Errno::PERM)
-    );
+    assert_eq!(rustix::fs::fcntl_add_seals(&h.memfd, rustix::fs::SealFlags::WRITE), Err(rustix::io::Errno::PERM));
     assert_eq!(rustix::fs::fstat(&h.memfd).unwrap().st_size as u64, size);
     let _ = h.ctl.as_fd();
 }

@@ -20,9 +20,10 @@ fn child_role() {
             assert_eq!(client.call(ECHO, b"hi").unwrap().payload, b"hi");
             println!("ready");
             std::io::stdout().flush().unwrap();
-            // Blocks with a request in flight until we are killed.
+            // Blocks with a request in flight until we are killed (or, if the test
+            // process died first, until the daemon is gone).
             let _ = client.call(BLACKHOLE, b"in flight");
-            std::thread::sleep(Duration::from_secs(3600));
+            std::process::exit(1);
         }
         "daemon" => {
             let listener = Listener::bind(&path, ServerConfig::default()).unwrap();
@@ -50,16 +51,20 @@ fn child_role() {
 fn wait_ready(child: &mut std::process::Child) {
     let stdout = child.stdout.take().unwrap();
     with_timeout(Duration::from_secs(60), move || {
+        // The child's test harness prints its own lines first.
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
+        while !line.trim_end().ends_with("ready") {
+            line.clear();
+            assert_ne!(reader.read_line(&mut line).unwrap(), 0, "child exited before it was ready");
+        }
     });
 }
 
 #[test]
 fn killed_client_is_noticed() {
     let server = TestServer::start(ServerConfig::default());
-    let mut child = spawn_role("child_role", "client", &server.path);
+    let mut child = common::Reaped(spawn_role("child_role", "client", &server.path));
     let id = match server.next_event(Duration::from_secs(60)) {
         Event::Attached { id, pid } => {
             assert_eq!(pid, child.id(), "identity comes from SO_PEERCRED");
@@ -84,7 +89,7 @@ fn killed_client_is_noticed() {
 #[test]
 fn killed_daemon_fails_blocked_calls() {
     let path = common::socket_path("daemon-child");
-    let mut daemon = spawn_role("child_role", "daemon", &path);
+    let mut daemon = common::Reaped(spawn_role("child_role", "daemon", &path));
     wait_ready(&mut daemon);
     let client = Client::connect(&path).unwrap();
     assert_eq!(client.call(ECHO, b"x").unwrap().payload, b"x");

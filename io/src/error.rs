@@ -65,7 +65,19 @@ impl Denied {
 impl fmt::Display for Denied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = &self.denial;
-        write!(f, "trace2e: {} denied by the {} policy on {}: {}", self.direction, d.policy, d.resource, d.reason)
+        match d.policy {
+            // Not a policy: the node that decides could not be asked (fail closed).
+            PolicyKind::Unreachable => write!(
+                f,
+                "trace2e: {} denied because the node deciding for {} could not be asked: {}",
+                self.direction, d.resource, d.reason
+            ),
+            _ => write!(
+                f,
+                "trace2e: {} denied by the {} policy on {}: {}",
+                self.direction, d.policy, d.resource, d.reason
+            ),
+        }
     }
 }
 
@@ -177,6 +189,23 @@ mod tests {
              secret data may not leave node-a"
         );
         assert!(DaemonUnavailable::of(&err).is_none());
+    }
+
+    #[test]
+    fn an_unreachable_node_is_a_denial_that_names_the_node() {
+        let denial = Denial {
+            policy: PolicyKind::Unreachable,
+            resource: Resource::file("/data/cv.txt").unwrap().at(&NodeId::new("node-c").unwrap()),
+            reason: "node node-c unreachable: connection refused".into(),
+        };
+        let err: io::Error = Denied::new(Direction::Read, denial).into();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(Denied::of(&err).unwrap().policy(), PolicyKind::Unreachable);
+        assert_eq!(
+            err.to_string(),
+            "trace2e: read denied because the node deciding for file:///data/cv.txt@node-c could not be asked: \
+             node node-c unreachable: connection refused"
+        );
     }
 
     #[test]

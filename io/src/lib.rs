@@ -53,12 +53,17 @@
 pub mod fs;
 pub mod net;
 
+mod breakdown;
 mod error;
 mod mediation;
 mod transport;
 
+#[doc(hidden)]
+pub use breakdown::breakdown_snapshot;
 pub use error::{DaemonUnavailable, Denied, UnavailableKind};
 pub use trace2e_proto::{Denial, Direction, LocalizedResource, PolicyKind};
+#[doc(hidden)]
+pub use transport::reset_client_for_benchmarks;
 
 #[cfg(test)]
 mod tests {

@@ -95,6 +95,21 @@ fn an_unreachable_daemon_fails_closed() {
 }
 
 #[test]
+fn an_unreachable_daemon_fails_closed_over_shared_memory() {
+    isolated!([("TRACE2E_TRANSPORT", "shm")], {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"data").unwrap();
+        let err = File::open(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotConnected);
+        let unavailable = DaemonUnavailable::of(&err).expect("a DaemonUnavailable inside");
+        assert_eq!(unavailable.kind(), UnavailableKind::Unreachable);
+        assert!(unavailable.detail().contains("p2m.sock"), "{unavailable}");
+        assert_eq!(fs::read(&path).unwrap_err().kind(), ErrorKind::NotConnected);
+    });
+}
+
+#[test]
 fn a_daemon_that_dies_stops_io_and_one_that_starts_late_is_found() {
     isolated!({
         let dir = tempfile::tempdir().unwrap();

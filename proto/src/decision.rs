@@ -18,6 +18,10 @@ pub enum PolicyKind {
     Consent,
     /// The resource stayed reserved by other flows until the timeout.
     Busy,
+    /// A node whose decision the flow needs (the owner of a source, or the peer owning
+    /// the destination stream) could not be asked in time: trace2e fails closed. The
+    /// denial's reason names the node and the cause.
+    Unreachable,
 }
 
 impl PolicyKind {
@@ -29,6 +33,7 @@ impl PolicyKind {
             Self::Deletion => "deletion",
             Self::Consent => "consent",
             Self::Busy => "busy",
+            Self::Unreachable => "unreachable",
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod decision;
 pub mod flow;
 pub mod policy;
 pub mod resource;
+pub mod wire;
 
 pub use decision::{Decision, Denial, PolicyKind};
 pub use flow::{Direction, Fd, GrantId, IoOutcome};
@@ -38,5 +39,10 @@ pub mod pb {
     pub mod o2m {
         #![allow(missing_docs, clippy::all, missing_debug_implementations)]
         tonic::include_proto!("trace2e.o2m");
+    }
+    /// M2M: daemon ↔ daemon (federation).
+    pub mod m2m {
+        #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("trace2e.m2m");
     }
 }

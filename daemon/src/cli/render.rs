@@ -26,7 +26,8 @@
 //! ```
 //!
 //! Audit `kind` is one of `attach`, `exit`, `enroll`, `unenroll`, `request`, `report`,
-//! `expired`, `policy_change`, `delete`, `consent_enforced`, `consent_decision`; `result`
+//! `expired`, `policy_change`, `delete`, `consent_enforced`, `consent_decision`,
+//! `remote_check`, `remote_flow`, `remote_delete` (federation; `reason` names the peer); `result`
 //! one of `granted`, `denied`, `ok`, `failed`, `allowed`, `refused`. Records that are not
 //! flows carry the resource they act on in `source` and an empty `destination`; a consent
 //! decision for a whole node has `destination` `node:NAME`; `reason` holds the denial and
@@ -37,7 +38,9 @@
 //!
 //! `trace2e status --format json`: the fields of `StatusResponse` (`node`, `version`,
 //! `uptime_secs`, `addresses`, `processes`, `enrolled`, `active_grants`, `resources`,
-//! `audit_records`, `granted`, `denied`). `trace2e policy get --format json`:
+//! `audit_records`, `granted`, `denied`), plus, when the daemon runs with
+//! `TRACE2E_BREAKDOWN=1`, `breakdown: {"stages": [{"name", "total_ns", "count"}]}`
+//! (cumulative since start-up). `trace2e policy get --format json`:
 //! `{ "policies": [ { "resource", "confidentiality": "public"|"secret", "integrity",
 //! "deleted", "consent" } ] }`.
 
@@ -144,6 +147,21 @@ struct StatusJson<'a> {
     audit_records: u64,
     granted: u64,
     denied: u64,
+    /// Present only when the daemon measures its stages (`TRACE2E_BREAKDOWN=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<BreakdownJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct BreakdownJson<'a> {
+    stages: Vec<StageJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct StageJson<'a> {
+    name: &'a str,
+    total_ns: u64,
+    count: u64,
 }
 
 /// `trace2e status`.
@@ -161,6 +179,13 @@ pub fn status(s: &o2m::StatusResponse, format: Format) -> String {
             audit_records: s.audit_records,
             granted: s.granted,
             denied: s.denied,
+            breakdown: (!s.breakdown.is_empty()).then(|| BreakdownJson {
+                stages: s
+                    .breakdown
+                    .iter()
+                    .map(|st| StageJson { name: &st.name, total_ns: st.total_ns, count: st.count })
+                    .collect(),
+            }),
         }),
         Format::Text => {
             let addresses = if s.addresses.is_empty() { "-".to_owned() } else { s.addresses.join(", ") };
@@ -558,6 +583,7 @@ lineage (2 edges):
             denied: 2,
             uptime_secs: 3725,
             version: "0.1.0".into(),
+            breakdown: Vec::new(),
         };
         let text = status(&s, Format::Text);
         assert!(text.starts_with("node           node-a\n"), "{text}");

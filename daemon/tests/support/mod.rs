@@ -15,7 +15,10 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 /// A running `trace2ed`, stopped (SIGTERM) on drop.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
+    /// P2M socket (shared-memory handshake; what `TRACE2E_SOCKET` names).
     pub p2m: PathBuf,
+    /// P2M over gRPC socket (the daemon's default: the P2M socket's path + `.grpc`).
+    pub p2m_grpc: PathBuf,
     pub o2m: PathBuf,
     pub node: String,
     child: Child,
@@ -36,7 +39,9 @@ impl Daemon {
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         cmd.stdout(Stdio::null()).stderr(Stdio::from(std::fs::File::create(dir.path().join("trace2ed.log")).unwrap()));
         let child = cmd.spawn().expect("spawn trace2ed");
-        let daemon = Self { dir, p2m, o2m, node: node.into(), child };
+        let mut p2m_grpc = p2m.clone().into_os_string();
+        p2m_grpc.push(".grpc");
+        let daemon = Self { dir, p2m, p2m_grpc: p2m_grpc.into(), o2m, node: node.into(), child };
         daemon.wait_ready();
         daemon
     }
@@ -44,7 +49,8 @@ impl Daemon {
     fn wait_ready(&self) {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if std::os::unix::net::UnixStream::connect(&self.p2m).is_ok()
+            if self.p2m.exists()
+                && std::os::unix::net::UnixStream::connect(&self.p2m_grpc).is_ok()
                 && std::os::unix::net::UnixStream::connect(&self.o2m).is_ok()
             {
                 return;
@@ -223,3 +229,4 @@ pub fn assert_denied(out: &Output) -> String {
 pub fn assert_ok(out: &Output) {
     assert!(out.status.success(), "expected success; status {:?}, stderr: {}", out.status, stderr(out));
 }
+pub mod cluster;

@@ -137,20 +137,16 @@ fn reactor(listener: Listener, stop: Arc<AtomicBool>, tx: Sender<Event>, handled
                 }
             }
             let mut fds: Vec<PollFd<'_>> = watched.iter().map(|(fd, fl)| PollFd::new(fd, *fl)).collect();
-            let timeout = if busy { Timespec { tv_sec: 0, tv_nsec: 0 } } else { Timespec { tv_sec: 0, tv_nsec: 50_000_000 } };
+            let timeout =
+                if busy { Timespec { tv_sec: 0, tv_nsec: 0 } } else { Timespec { tv_sec: 0, tv_nsec: 50_000_000 } };
             let _ = poll(&mut fds, Some(&timeout));
         }
-        loop {
-            match listener.accept() {
-                Ok(incoming) => {
-                    let pid = incoming.peer().pid;
-                    if let Ok(channel) = incoming.attach() {
-                        next_id += 1;
-                        channels.push(Served { id: next_id, channel, posts: 0 });
-                        let _ = tx.send(Event::Attached { id: next_id, pid });
-                    }
-                }
-                Err(_) => break,
+        while let Ok(incoming) = listener.accept() {
+            let pid = incoming.peer().pid;
+            if let Ok(channel) = incoming.attach() {
+                next_id += 1;
+                channels.push(Served { id: next_id, channel, posts: 0 });
+                let _ = tx.send(Event::Attached { id: next_id, pid });
             }
         }
         busy = false;
@@ -234,5 +230,28 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+}
+
+/// A child process that is killed and reaped when the test ends, however it ends.
+pub struct Reaped(pub std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -9,8 +9,9 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `TRACE2E_TRANSPORT` | `grpc` (the only value for now; the shared-memory transport will be `shm`) | `grpc` |
-//! | `TRACE2E_SOCKET` | the daemon's P2M Unix socket | `/run/trace2e/p2m.sock` |
+//! | `TRACE2E_TRANSPORT` | `shm` (shared-memory rings) or `grpc` (the measured baseline) | `shm` |
+//! | `TRACE2E_SOCKET` | the daemon's P2M Unix socket (the shared-memory handshake) | `/run/trace2e/p2m.sock` |
+//! | `TRACE2E_GRPC_SOCKET` | the daemon's P2M-over-gRPC socket | `$TRACE2E_SOCKET.grpc` |
 //! | `TRACE2E_TIMEOUT_MS` | deadline of a flow request, which may wait for a reservation (5 s) and an owner's consent (30 s) | `60000` |
 //!
 //! Enroll, unenroll and report have a fixed 10 s deadline. An invalid value is a
@@ -18,6 +19,7 @@
 //! mediated operation fails until it is fixed (fail closed).
 
 mod grpc;
+mod shm;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -92,10 +94,21 @@ fn new_transport() -> Result<Arc<dyn Transport>, DaemonUnavailable> {
     };
     let config = Config { socket, deadlines: Deadlines { request, short: SHORT_TIMEOUT } };
     match std::env::var("TRACE2E_TRANSPORT").as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("grpc") => {
-            Ok(Arc::new(grpc::GrpcTransport::new(config.socket, config.deadlines)?))
+        Err(std::env::VarError::NotPresent) | Ok("shm") => {
+            Ok(Arc::new(shm::ShmTransport::connect(&config.socket, config.deadlines)?))
         }
-        Ok(other) => Err(misconfigured(format!("unknown TRACE2E_TRANSPORT={other:?} (expected \"grpc\")"))),
+        Ok("grpc") => {
+            let socket = std::env::var_os("TRACE2E_GRPC_SOCKET").map_or_else(
+                || {
+                    let mut s = config.socket.clone().into_os_string();
+                    s.push(".grpc");
+                    PathBuf::from(s)
+                },
+                PathBuf::from,
+            );
+            Ok(Arc::new(grpc::GrpcTransport::new(socket, config.deadlines)?))
+        }
+        Ok(other) => Err(misconfigured(format!("unknown TRACE2E_TRANSPORT={other:?} (expected \"shm\" or \"grpc\")"))),
         Err(e) => Err(misconfigured(format!("TRACE2E_TRANSPORT: {e}"))),
     }
 }
@@ -137,4 +150,14 @@ pub(crate) fn client() -> Result<Client, DaemonUnavailable> {
     let transport = new_transport()?;
     *global = Some(Global { pid, transport: transport.clone() });
     Ok(Client { pid, transport })
+}
+
+/// Drops the process-global client so that the next mediated operation creates a new one
+/// from the environment (e.g. after changing `TRACE2E_TRANSPORT`). For benchmarks that
+/// compare transports in one process; fds enrolled through the old client are not
+/// re-enrolled, so open them after the switch.
+#[doc(hidden)]
+pub fn reset_client_for_benchmarks() {
+    let mut global = CLIENT.lock().unwrap_or_else(PoisonError::into_inner);
+    *global = None;
 }

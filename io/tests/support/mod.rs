@@ -252,7 +252,8 @@ const SCENARIO_VAR: &str = "TRACE2E_TEST_SCENARIO";
 const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `body` in a fresh child process (this test binary, re-executed with only this
-/// test selected), with `TRACE2E_SOCKET` pointing at a fresh socket path in a temporary
+/// test selected), with `TRACE2E_SOCKET` (and, for the gRPC transport the fake daemon
+/// speaks, `TRACE2E_GRPC_SOCKET`) pointing at a fresh socket path in a temporary
 /// directory plus `env`. Fails if the child fails, does not run `body`, or outlives
 /// [`CHILD_TIMEOUT`].
 ///
@@ -269,8 +270,10 @@ pub fn run_isolated(name: &str, env: &[(&str, &str)], body: impl FnOnce()) {
     cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(SCENARIO_VAR, name)
         .env("TRACE2E_SOCKET", dir.path().join("p2m.sock"))
+        // The fake daemon speaks P2M over gRPC; serve it where the gRPC transport looks.
+        .env("TRACE2E_TRANSPORT", "grpc")
+        .env("TRACE2E_GRPC_SOCKET", dir.path().join("p2m.sock"))
         .env_remove("TRACE2E_BIND_ADDR")
-        .env_remove("TRACE2E_TRANSPORT")
         .env_remove("TRACE2E_TIMEOUT_MS")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

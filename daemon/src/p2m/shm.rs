@@ -1,0 +1,507 @@
+//! P2M over shared-memory rings (`trace2e-fastpath`): the default transport.
+//!
+//! One accept thread hands each attaching process its own channel (a sealed memfd of
+//! lanes and a doorbell) and a thread that serves it: a process's requests never wait
+//! behind another's, and an idle channel costs a sleeping thread, no CPU. Messages are
+//! `trace2e_proto::wire` encoded; the caller is the channel's peer (`SO_PEERCRED` at
+//! attach), never a message field.
+//!
+//! A flow request usually completes at once (the engine decides without waiting); one
+//! that must wait — for a reservation held by another flow, or for an owner's consent —
+//! is handed to the runtime and answered when it completes, so the channel's other lanes
+//! (the process's other threads) keep being served meanwhile.
+//!
+//! # Reports are posted, and consistency still holds
+//!
+//! Clients post the report of a completed I/O one-way, without ringing the doorbell.
+//! The paper's guarantee is that another process touching the same resource sees the
+//! provenance of every completed flow. It holds because:
+//! 1. the flow's reservations (source read, destination write) are released only when
+//!    the engine *applies* the report, never when the client posts it; any other flow on
+//!    those resources waits in the reservation queue until then;
+//! 2. messages on a lane are handled in order, so the same thread's next request sees
+//!    its previous report applied;
+//! 3. a posted report is applied at the latest within [`DRAIN_INTERVAL`]: while a channel
+//!    has grants outstanding, its thread wakes that often even if nobody rings; and if the
+//!    client dies first, its pidfd ends its grants conservatively (`Engine::process_exited`).
+//!
+//! Posting therefore only delays *other* flows on the same resources by at most the drain
+//! interval (when the poster goes quiet right after its I/O), and takes one system call
+//! and one wake-up off every mediated I/O (bench `file_read/64B`).
+
+use std::future::Future;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use trace2e_fastpath::{AcceptError, Channel, Incoming, Lane, Listener, ServerConfig, Tag};
+use trace2e_proto::wire::{EnrollTarget, ErrorCode, WireRequest, WireResponse};
+use trace2e_proto::{Decision, ProcessId};
+
+use super::{Claim, ClaimError, Clients, check_enrollment};
+use crate::breakdown::{Breakdown, Stage};
+use crate::engine::{Engine, EngineError};
+use crate::process::ProcError;
+
+/// How long a posted report may wait in a quiet channel before the daemon applies it.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// How often idle threads look at the stop flag.
+const STOP_CHECK: Duration = Duration::from_secs(1);
+
+/// Settings of the shared-memory P2M server.
+#[derive(Debug, Clone)]
+pub struct ShmConfig {
+    /// Channel geometry, linger and per-wake quota.
+    pub server: ServerConfig,
+    /// Most processes attached at once; more are refused (they can still use gRPC).
+    pub max_clients: usize,
+}
+
+impl Default for ShmConfig {
+    fn default() -> Self {
+        Self { server: ServerConfig::default(), max_clients: 1024 }
+    }
+}
+
+/// The running shared-memory P2M server.
+#[derive(Debug)]
+pub struct ShmServer {
+    stop: Arc<AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ShmServer {
+    /// Serves on a bound listener until [`ShmServer::stop`].
+    pub fn start(
+        listener: Listener,
+        config: ShmConfig,
+        engine: Arc<Engine>,
+        clients: Arc<Clients>,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true).map_err(|e| std::io::Error::from_raw_os_error(e.errno.raw_os_error()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            engine,
+            clients,
+            runtime,
+            stop: Arc::clone(&stop),
+            attached: AtomicUsize::new(0),
+            linger: config.server.linger,
+            max_per_wake: config.server.max_per_wake.max(1),
+        });
+        let accept = std::thread::Builder::new()
+            .name("t2e-shm-accept".into())
+            .spawn(move || accept_loop(&listener, &config, &shared))?;
+        Ok(Self { stop, accept: Some(accept) })
+    }
+
+    /// Stops accepting; channel threads end at their next wake-up.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ShmServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    engine: Arc<Engine>,
+    clients: Arc<Clients>,
+    runtime: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+    attached: AtomicUsize,
+    /// How long a channel thread busy-polls after serving before it sleeps.
+    linger: Duration,
+    /// Most messages handled per scan of one channel.
+    max_per_wake: usize,
+}
+
+/// Binds the listener, replacing a stale socket file as [`crate::daemon::bind_unix`] does.
+pub fn bind(path: &Path, config: &ShmConfig) -> Result<Listener, crate::daemon::DaemonError> {
+    crate::daemon::clear_stale_socket(path)?;
+    let listener = Listener::bind(path, config.server).map_err(|e| crate::daemon::DaemonError::Bind {
+        path: path.into(),
+        source: std::io::Error::from_raw_os_error(e.errno.raw_os_error()),
+    })?;
+    crate::daemon::set_mode(path, 0o666)?;
+    Ok(listener)
+}
+
+fn accept_loop(listener: &Listener, config: &ShmConfig, shared: &Arc<Shared>) {
+    let _runtime = shared.runtime.enter();
+    while !shared.stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener, PollFlags::IN)];
+        let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: 200_000_000 };
+        if rustix::event::poll(&mut fds, Some(&timeout)).unwrap_or(0) == 0 {
+            continue;
+        }
+        match listener.accept() {
+            Ok(incoming) => attach(incoming, config, shared),
+            Err(AcceptError::Os(e)) if e.errno == rustix::io::Errno::AGAIN => {}
+            Err(e) => tracing::warn!(error = %e, "shared-memory attach failed"),
+        }
+    }
+}
+
+fn attach(incoming: Incoming, config: &ShmConfig, shared: &Arc<Shared>) {
+    let peer = incoming.peer();
+    if shared.attached.load(Ordering::SeqCst) >= config.max_clients {
+        tracing::warn!(pid = peer.pid, max = config.max_clients, "too many attached processes; refusing");
+        return; // dropping `incoming` refuses the client
+    }
+    let process = match shared.clients.identify(peer.pid, peer.uid) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(pid = peer.pid, error = %e, "cannot identify attaching process");
+            return;
+        }
+    };
+    let channel = match incoming.attach() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%process, error = %e, "shared-memory attach failed");
+            return;
+        }
+    };
+    let shared = Arc::clone(shared);
+    shared.attached.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new().name(format!("t2e-shm-{}", peer.pid)).spawn({
+        let shared = Arc::clone(&shared);
+        move || {
+            let _runtime = shared.runtime.enter();
+            match ChannelServer::new(channel, process, &shared) {
+                Ok(mut server) => server.run(),
+                Err(e) => tracing::warn!(%process, error = %e, "cannot serve channel"),
+            }
+            shared.attached.fetch_sub(1, Ordering::SeqCst);
+        }
+    });
+    if let Err(e) = spawned {
+        shared.attached.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(%process, error = %e, "cannot start a channel thread");
+    }
+}
+
+/// A flow decision that completed on the runtime, to be answered by the channel thread.
+type Completion = (Lane, Tag, Result<Decision, EngineError>);
+
+/// One message copied out of the ring; its payload is a range of `Batch::bytes`.
+struct Message {
+    lane: Lane,
+    tag: Tag,
+    kind: u16,
+    posted: bool,
+    payload: std::ops::Range<usize>,
+}
+
+struct ChannelServer<'a> {
+    channel: Channel,
+    process: ProcessId,
+    shared: &'a Arc<Shared>,
+    /// Wakes this thread when a deferred decision completes.
+    wake: Arc<OwnedFd>,
+    completions: mpsc::Receiver<Completion>,
+    completions_tx: mpsc::Sender<Completion>,
+    /// Grants answered on this channel minus reports received: while positive, posted
+    /// reports may be waiting, so the thread wakes every [`DRAIN_INTERVAL`].
+    outstanding: usize,
+    messages: Vec<Message>,
+    bytes: Vec<u8>,
+    reply: Vec<u8>,
+    breakdown: Arc<Breakdown>,
+}
+
+impl<'a> ChannelServer<'a> {
+    fn new(channel: Channel, process: ProcessId, shared: &'a Arc<Shared>) -> rustix::io::Result<Self> {
+        let wake =
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
+        let (completions_tx, completions) = mpsc::channel();
+        Ok(Self {
+            channel,
+            process,
+            shared,
+            wake: Arc::new(wake),
+            completions,
+            completions_tx,
+            outstanding: 0,
+            messages: Vec::new(),
+            bytes: Vec::new(),
+            reply: Vec::new(),
+            breakdown: Arc::clone(&shared.engine.config().breakdown),
+        })
+    }
+
+    fn run(&mut self) {
+        tracing::debug!(process = %self.process, "shared-memory channel attached");
+        let linger = self.shared.linger;
+        let mut lingered = false;
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match self.drain() {
+                Ok(true) => {
+                    lingered = false;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(()) => break,
+            }
+            if !linger.is_zero() && !lingered {
+                // Busy-poll while requests keep coming (the client then spins instead of
+                // sleeping); clearing `polling` and scanning once more closes the race
+                // with a client that saw `polling` set and did not ring.
+                self.channel.begin_polling();
+                let mut last = Instant::now();
+                let mut result = Ok(false);
+                while last.elapsed() < linger {
+                    result = self.drain();
+                    match result {
+                        Ok(true) => last = Instant::now(),
+                        Ok(false) => std::hint::spin_loop(),
+                        Err(()) => break,
+                    }
+                }
+                self.channel.end_polling();
+                if result.is_err() {
+                    break;
+                }
+                lingered = true;
+                continue;
+            }
+            if !self.sleep() {
+                break;
+            }
+            lingered = false;
+        }
+        tracing::debug!(process = %self.process, "shared-memory channel closed");
+    }
+
+    /// Answers completed deferred decisions and handles pending requests. `Ok(true)` if
+    /// anything was done, `Err` if the channel is finished (client gone or corrupt).
+    fn drain(&mut self) -> Result<bool, ()> {
+        let mut worked = false;
+        while let Ok((lane, tag, result)) = self.completions.try_recv() {
+            worked = true;
+            let response = self.decision_response(result);
+            self.respond(lane, tag, &response)?;
+        }
+        self.messages.clear();
+        self.bytes.clear();
+        let (messages, bytes) = (&mut self.messages, &mut self.bytes);
+        let polled = self.channel.poll_requests(self.shared.max_per_wake, |req| {
+            let start = bytes.len();
+            bytes.extend_from_slice(req.payload);
+            messages.push(Message {
+                lane: req.lane,
+                tag: req.tag,
+                kind: req.kind,
+                posted: req.posted,
+                payload: start..bytes.len(),
+            });
+        });
+        if let Err(corruption) = polled {
+            tracing::warn!(process = %self.process, %corruption, "client wrote garbage into its channel; detached");
+            return Err(());
+        }
+        let messages = std::mem::take(&mut self.messages);
+        for m in &messages {
+            worked = true;
+            self.handle(m)?;
+        }
+        self.messages = messages;
+        Ok(worked)
+    }
+
+    fn handle(&mut self, m: &Message) -> Result<(), ()> {
+        let serving = self.breakdown.start();
+        let result = self.handle_timed(m);
+        self.breakdown.stop(Stage::Service, serving);
+        result
+    }
+
+    fn handle_timed(&mut self, m: &Message) -> Result<(), ()> {
+        let decoding = self.breakdown.start();
+        let decoded = WireRequest::decode(m.kind, &self.bytes[m.payload.clone()]);
+        self.breakdown.stop(Stage::Codec, decoding);
+        let request = match decoded {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(process = %self.process, error = %e, "malformed P2M message");
+                return self.answer(m, &error(ErrorCode::InvalidArgument, format!("malformed message: {e}")));
+            }
+        };
+        let engine = &self.shared.engine;
+        let response = match request {
+            WireRequest::Enroll { fd, target } => {
+                let claim = match target {
+                    EnrollTarget::File(path) => Claim::File(path),
+                    EnrollTarget::Stream { local, peer } => Claim::Stream { local, peer },
+                };
+                match check_enrollment(self.process.pid, fd, &claim) {
+                    Err(e) => {
+                        tracing::warn!(process = %self.process, %fd, error = %e, "enrollment refused");
+                        claim_error(e)
+                    }
+                    Ok(resource) => {
+                        let text = resource.to_string();
+                        match engine.enroll(self.process, fd, resource) {
+                            Ok(()) => WireResponse::Enrolled(text),
+                            Err(e) => engine_error(e),
+                        }
+                    }
+                }
+            }
+            WireRequest::Unenroll { fd } => match engine.unenroll(self.process, fd) {
+                Ok(()) => WireResponse::Ack,
+                Err(e) => engine_error(e),
+            },
+            WireRequest::Report { grant, outcome } => {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                match engine.report(self.process, grant, outcome) {
+                    Ok(()) => WireResponse::Ack,
+                    Err(e) => {
+                        if m.posted {
+                            tracing::warn!(process = %self.process, %grant, error = %e, "posted report refused");
+                        }
+                        engine_error(e)
+                    }
+                }
+            }
+            WireRequest::Request { fd, direction } => {
+                let engine = Arc::clone(engine);
+                let process = self.process;
+                let mut future: Pin<Box<dyn Future<Output = Result<Decision, EngineError>> + Send>> =
+                    Box::pin(async move { engine.request(process, fd, direction).await });
+                // Most decisions need no waiting: take them at once, on this thread.
+                match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(result) => self.decision_response(result),
+                    Poll::Pending => {
+                        let (tx, wake, lane, tag) =
+                            (self.completions_tx.clone(), Arc::clone(&self.wake), m.lane, m.tag);
+                        self.shared.runtime.spawn(async move {
+                            let result = future.await;
+                            if tx.send((lane, tag, result)).is_ok() {
+                                let _ = rustix::io::write(wake.as_fd(), &1u64.to_ne_bytes());
+                            }
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.answer(m, &response)
+    }
+
+    fn decision_response(&mut self, result: Result<Decision, EngineError>) -> WireResponse {
+        match result {
+            Ok(decision) => {
+                if matches!(decision, Decision::Grant(_)) {
+                    self.outstanding += 1;
+                }
+                WireResponse::Decision(decision)
+            }
+            Err(e) => engine_error(e),
+        }
+    }
+
+    fn answer(&mut self, m: &Message, response: &WireResponse) -> Result<(), ()> {
+        if m.posted {
+            return Ok(());
+        }
+        self.respond(m.lane, m.tag, response)
+    }
+
+    fn respond(&mut self, lane: Lane, tag: Tag, response: &WireResponse) -> Result<(), ()> {
+        let encoding = self.breakdown.start();
+        let kind = response.encode(&mut self.reply);
+        self.breakdown.stop(Stage::Codec, encoding);
+        match self.channel.respond(lane, tag, kind, &self.reply) {
+            Ok(()) => Ok(()),
+            // A client that does not read its responses only hurts itself.
+            Err(trace2e_fastpath::RespondError::Full) => Ok(()),
+            Err(e) => {
+                tracing::warn!(process = %self.process, error = %e, "cannot answer; channel closed");
+                Err(())
+            }
+        }
+    }
+
+    /// Sleeps until the doorbell rings, a deferred decision completes, the client goes,
+    /// or (with grants outstanding) the drain interval passes. `false` when the client is gone.
+    fn sleep(&mut self) -> bool {
+        let timeout = if self.outstanding > 0 { DRAIN_INTERVAL } else { STOP_CHECK };
+        let timeout =
+            rustix::event::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
+        let (doorbell, control, wake) = (self.channel.doorbell(), self.channel.control(), self.wake.as_fd());
+        let mut fds = vec![
+            PollFd::new(&doorbell, PollFlags::IN),
+            PollFd::new(&control, PollFlags::IN | PollFlags::RDHUP),
+            PollFd::new(&wake, PollFlags::IN),
+        ];
+        let pidfd = self.channel.pidfd();
+        if let Some(p) = pidfd.as_ref() {
+            fds.push(PollFd::new(p, PollFlags::IN));
+        }
+        if rustix::event::poll(&mut fds, Some(&timeout)).is_err() {
+            return !self.channel.peer_gone();
+        }
+        let gone = fds[1].revents().intersects(PollFlags::HUP | PollFlags::RDHUP | PollFlags::ERR)
+            || fds.get(3).is_some_and(|p| !p.revents().is_empty());
+        let woken = !fds[2].revents().is_empty();
+        drop(fds);
+        if gone && self.channel.peer_gone() {
+            return false;
+        }
+        // Clear before the next scan: a ring after this point is not lost.
+        self.channel.clear_doorbell();
+        if woken {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(self.wake.as_fd(), &mut buf);
+        }
+        true
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> WireResponse {
+    WireResponse::Error { code, message }
+}
+
+/// Engine failures (not denials: those are decisions) as wire errors, in one place.
+fn engine_error(e: EngineError) -> WireResponse {
+    let code = match e {
+        EngineError::NotEnrolled { .. } | EngineError::UnknownGrant { .. } | EngineError::UnknownProcess { .. } => {
+            ErrorCode::NotFound
+        }
+        EngineError::WrongProcess { .. } => ErrorCode::PermissionDenied,
+        EngineError::NotAFlowEndpoint { .. } => ErrorCode::InvalidArgument,
+        _ => ErrorCode::FailedPrecondition,
+    };
+    error(code, e.to_string())
+}
+
+fn claim_error(e: ClaimError) -> WireResponse {
+    let code = match &e {
+        ClaimError::Mismatch { .. } => ErrorCode::PermissionDenied,
+        ClaimError::Malformed(_) => ErrorCode::InvalidArgument,
+        ClaimError::Proc(ProcError::NoSuchProcess { .. }) => ErrorCode::FailedPrecondition,
+        ClaimError::Proc(ProcError::NoSuchFd { .. }) => ErrorCode::InvalidArgument,
+        ClaimError::Proc(_) => ErrorCode::Internal,
+    };
+    error(code, e.to_string())
+}

@@ -1,0 +1,224 @@
+//! Several `trace2ed` on one host, federated over M2M: each node owns a loopback address
+//! (127.0.0.2, 127.0.0.3, ...), serves M2M on a free port of it, and lists the others as
+//! peers. Its processes get `TRACE2E_BIND_ADDR` so that their connections leave from
+//! their node's address.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// One node of a [`Cluster`].
+pub struct Node {
+    pub name: String,
+    pub ip: String,
+    pub m2m_port: u16,
+    daemon: Option<Daemon>,
+    /// Daemons of this node that were killed (their directories stay).
+    dead: Vec<Daemon>,
+}
+
+/// Federated daemons, by node name.
+pub struct Cluster {
+    nodes: BTreeMap<String, Node>,
+    extra: Vec<String>,
+    /// Flags for one node only.
+    own: BTreeMap<String, Vec<String>>,
+}
+
+/// A free TCP port on `ip` (bound, read, released).
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// Starts one daemon per `(name, ip)`, each a peer of all the others, with `extra`
+    /// flags for all (e.g. short timeouts).
+    pub fn start(nodes: &[(&str, &str)], extra: &[&str]) -> Self {
+        Self::start_with(nodes, extra, |_| Vec::new())
+    }
+
+    /// As [`Cluster::start`], with flags for each node from `own(name)`.
+    pub fn start_with(nodes: &[(&str, &str)], extra: &[&str], own: impl Fn(&str) -> Vec<String>) -> Self {
+        let nodes: BTreeMap<String, Node> = nodes
+            .iter()
+            .map(|(name, ip)| {
+                let node = Node {
+                    name: name.to_string(),
+                    ip: ip.to_string(),
+                    m2m_port: free_port(ip),
+                    daemon: None,
+                    dead: vec![],
+                };
+                (name.to_string(), node)
+            })
+            .collect();
+        let own = nodes.keys().map(|n: &String| (n.clone(), own(n))).collect();
+        let mut cluster = Self { nodes, extra: extra.iter().map(ToString::to_string).collect(), own };
+        let names: Vec<String> = cluster.nodes.keys().cloned().collect();
+        for name in &names {
+            cluster.launch(name);
+        }
+        for name in &names {
+            cluster.wait_m2m(name);
+        }
+        cluster
+    }
+
+    fn launch(&mut self, name: &str) {
+        let peers: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.name != name)
+            .flat_map(|n| ["--peer".to_string(), format!("{}={}:{}", n.name, n.ip, n.m2m_port)])
+            .collect();
+        let node = &self.nodes[name];
+        let mut flags = vec!["--m2m-listen".to_string(), format!("{}:{}", node.ip, node.m2m_port)];
+        flags.extend(peers);
+        flags.extend(self.extra.iter().cloned());
+        flags.extend(self.own[name].iter().cloned());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let daemon = Daemon::start(name, &[&node.ip], &flags);
+        self.nodes.get_mut(name).unwrap().daemon = Some(daemon);
+    }
+
+    fn wait_m2m(&self, name: &str) {
+        let node = &self.nodes[name];
+        let deadline = Instant::now() + PATIENCE;
+        let addr: std::net::SocketAddr = format!("{}:{}", node.ip, node.m2m_port).parse().unwrap();
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            assert!(Instant::now() < deadline, "{name} does not serve M2M; log:\n{}", self.daemon(name).log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The running daemon of `name`.
+    pub fn daemon(&self, name: &str) -> &Daemon {
+        self.nodes[name].daemon.as_ref().unwrap_or_else(|| panic!("{name} is not running"))
+    }
+
+    /// The address `name` owns.
+    pub fn ip(&self, name: &str) -> &str {
+        &self.nodes[name].ip
+    }
+
+    /// Kills `name`'s daemon (SIGKILL: no goodbye to its peers).
+    pub fn kill(&mut self, name: &str) {
+        let node = self.nodes.get_mut(name).unwrap();
+        let mut daemon = node.daemon.take().unwrap();
+        let _ = daemon.child.kill();
+        let _ = daemon.child.wait();
+        node.dead.push(daemon);
+    }
+
+    /// Starts `name` again on the same address and M2M port (with empty state).
+    pub fn restart(&mut self, name: &str) {
+        assert!(self.nodes[name].daemon.is_none(), "{name} is running");
+        self.launch(name);
+        self.wait_m2m(name);
+    }
+
+    /// A `trace2e-proc` command on `node` (connections leave from its address).
+    pub fn proc_cmd(&self, node: &str, args: &[&str]) -> Command {
+        let mut cmd = self.daemon(node).proc_cmd(args);
+        cmd.env("TRACE2E_BIND_ADDR", self.ip(node));
+        cmd
+    }
+
+    /// Runs `trace2e-proc` on `node` to completion.
+    pub fn proc(&self, node: &str, args: &[&str]) -> Output {
+        run(self.proc_cmd(node, args))
+    }
+
+    /// A `trace2e-duplex` command on `node`.
+    pub fn duplex_cmd(&self, node: &str, args: &[&str]) -> Command {
+        let mut cmd = self.daemon(node).proc_cmd_with(&duplex_bin(), args);
+        cmd.env("TRACE2E_BIND_ADDR", self.ip(node));
+        cmd
+    }
+
+    /// Starts `trace2e-proc recv` on `node`; returns it and the address it listens on.
+    pub fn receiver(&self, node: &str, file: &std::path::Path) -> (Child, String) {
+        let cmd = self.proc_cmd(node, &["recv", &format!("{}:0", self.ip(node)), file.to_str().unwrap()]);
+        let (child, line) = spawn_until_line(cmd);
+        let addr = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
+        (child, addr)
+    }
+
+    /// `node` sends `file` to a fresh receiver on `to`, which saves it as `saved`.
+    pub fn transfer(&self, node: &str, file: &std::path::Path, to: &str, saved: &std::path::Path) -> (Output, Output) {
+        let (mut receiver, addr) = self.receiver(to, saved);
+        let sent = self.proc(node, &["send", &addr, file.to_str().unwrap()]);
+        if !sent.status.success() {
+            let _ = receiver.kill();
+        }
+        let received = wait_output(receiver);
+        (sent, received)
+    }
+
+    /// The provenance of `resource` on `node` (via the CLI).
+    pub fn provenance(&self, node: &str, resource: &str) -> Vec<String> {
+        let v = self.daemon(node).cli_json(&["provenance", resource, "--format", "json"]);
+        v["provenance"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Runs the operator CLI on `node`; panics if it fails.
+    pub fn cli_ok(&self, node: &str, args: &[&str]) {
+        let out = self.daemon(node).cli(args);
+        assert!(out.status.success(), "trace2e {args:?} on {node}: {}", stderr(&out));
+    }
+
+    /// Audit records of `node` (JSON objects).
+    pub fn audit(&self, node: &str) -> Vec<serde_json::Value> {
+        let v = self.daemon(node).cli_json(&["audit", "--format", "json"]);
+        v["records"].as_array().unwrap().clone()
+    }
+}
+
+/// Waits for a spawned child's exit and collects its output.
+pub fn wait_output(mut child: Child) -> Output {
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let out =
+        std::thread::spawn(move || stdout.map(|s| std::io::read_to_string(s).unwrap_or_default()).unwrap_or_default());
+    let err =
+        std::thread::spawn(move || stderr.map(|s| std::io::read_to_string(s).unwrap_or_default()).unwrap_or_default());
+    let status = wait_timeout(&mut child).expect("process hung");
+    Output { status, stdout: out.join().unwrap().into_bytes(), stderr: err.join().unwrap().into_bytes() }
+}
+
+/// `file:///PATH`.
+pub fn file_id(path: &std::path::Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// The `trace2e-duplex` example binary (built on demand).
+pub fn duplex_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let bin = profile_dir.join("examples").join("trace2e-duplex");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "trace2e-daemon", "--example", "trace2e-duplex"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build for trace2e-duplex");
+            assert!(status.success(), "building trace2e-duplex failed");
+            assert!(bin.exists(), "{} missing after build", bin.display());
+            bin
+        })
+        .clone()
+}
+
+impl Daemon {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

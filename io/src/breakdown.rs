@@ -1,0 +1,54 @@
+//! Client-side stage timing of mediated I/Os, when `TRACE2E_BREAKDOWN=1` (read once).
+//!
+//! Two stages: `client_encode` (building the request message) and `client_round_trip`
+//! (from handing the request to the transport to having the decision: ring hand-off,
+//! the daemon's service, the wake-up). The daemon reports its own service time
+//! (`daemon_service` in `trace2e status --format json`), so the hand-off and wait alone is
+//! the difference. Used by the bench `breakdown`; off, each stage costs one relaxed load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Client stages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stage {
+    Encode = 0,
+    RoundTrip = 1,
+}
+
+const NAMES: [&str; 2] = ["client_encode", "client_round_trip"];
+static TOTAL_NS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static COUNT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("TRACE2E_BREAKDOWN").is_ok_and(|v| v == "1"))
+}
+
+/// Starts timing (`None` when off).
+#[inline]
+pub(crate) fn start() -> Option<Instant> {
+    enabled().then(Instant::now)
+}
+
+/// Ends a stage.
+#[inline]
+pub(crate) fn stop(stage: Stage, started: Option<Instant>) {
+    if let Some(t) = started {
+        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        TOTAL_NS[stage as usize].fetch_add(ns, Ordering::Relaxed);
+        COUNT[stage as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `(stage, total_ns, count)` since the process started; empty unless `TRACE2E_BREAKDOWN=1`.
+#[doc(hidden)]
+pub fn breakdown_snapshot() -> Vec<(&'static str, u64, u64)> {
+    if !enabled() {
+        return Vec::new();
+    }
+    (0..NAMES.len())
+        .map(|i| (NAMES[i], TOTAL_NS[i].load(Ordering::Relaxed), COUNT[i].load(Ordering::Relaxed)))
+        .collect()
+}
