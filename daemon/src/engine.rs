@@ -665,22 +665,9 @@ impl Engine {
                     }
                     Verdict::Deny(denial) => Step::Deny(denial),
                     Verdict::AskConsent { source, destination } => {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
-                        let src = state.resource(source).cloned().ok_or(UnknownLabel(source))?;
-                        let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
-                        if remaining.is_zero() {
-                            Step::Deny(Denial {
-                                policy: PolicyKind::Consent,
-                                reason: format!(
-                                    "the owner of {src} did not decide on {dst} within {:?}",
-                                    self.config.consent_timeout
-                                ),
-                                resource: src,
-                            })
-                        } else {
-                            // Registered under the state lock: a decision recorded after this
-                            // evaluation finds the waiter.
-                            Step::Wait(self.consent.register(src, dst), remaining)
+                        match self.await_consent(state, source, destination, deadline)? {
+                            Ok((wait, remaining)) => Step::Wait(wait, remaining),
+                            Err(denial) => Step::Deny(denial),
                         }
                     }
                 }
@@ -709,6 +696,29 @@ impl Engine {
                 },
             }
         }
+    }
+
+    /// A flow needs the consent of `source`'s owner for `destination`: the waiter to
+    /// await until `deadline`, or the Consent denial once the deadline has passed. Called
+    /// under the state lock, so a decision recorded after this evaluation finds the waiter.
+    fn await_consent(
+        &self,
+        state: &State,
+        source: LabelId,
+        destination: LabelId,
+        deadline: Instant,
+    ) -> Result<Result<(crate::consent::ConsentWait, Duration), Denial>, EngineError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let src = state.resource(source).cloned().ok_or(UnknownLabel(source))?;
+        let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
+        if remaining.is_zero() {
+            return Ok(Err(Denial {
+                policy: PolicyKind::Consent,
+                reason: format!("the owner of {src} did not decide on {dst} within {:?}", self.config.consent_timeout),
+                resource: src,
+            }));
+        }
+        Ok(Ok((self.consent.register(src, dst), remaining)))
     }
 
     /// Audits and returns a denial.
@@ -1210,21 +1220,9 @@ impl Engine {
                     Verdict::Grant => Owned::Answer(None),
                     Verdict::Deny(denial) => Owned::Answer(Some(denial)),
                     Verdict::AskConsent { source, destination } => {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
-                        let src = state.resource(source).cloned().ok_or(UnknownLabel(source))?;
-                        let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
-                        if remaining.is_zero() {
-                            Owned::Answer(Some(Denial {
-                                policy: PolicyKind::Consent,
-                                reason: format!(
-                                    "the owner of {src} did not decide on {dst} within {:?}",
-                                    self.config.consent_timeout
-                                ),
-                                resource: src,
-                            }))
-                        } else {
-                            // Registered under the state lock (see `request`).
-                            Owned::Wait(self.consent.register(src, dst), remaining)
+                        match self.await_consent(state, source, destination, deadline)? {
+                            Ok((wait, remaining)) => Owned::Wait(wait, remaining),
+                            Err(denial) => Owned::Answer(Some(denial)),
                         }
                     }
                 };
