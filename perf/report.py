@@ -115,6 +115,18 @@ def fmt_ns(ns):
     return "{:.2f} s".format(ns / 1e9)
 
 
+def fmt_tick_ns(ns):
+    """Axis labels: 1 µs, 100 µs, 2.5 ms (no trailing zeros)."""
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if abs(ns) >= scale:
+            return "{:g} {}".format(round(ns / scale, 3), unit)
+    return "{:g} ns".format(round(ns, 3))
+
+
+def fmt_tick_rate(x):
+    return "{:,.0f}".format(x)
+
+
 def fmt_ratio(x):
     if x is None:
         return "–"
@@ -147,7 +159,7 @@ def nice_log_ticks(lo, hi):
     return ticks
 
 
-def svg_grouped_bars(categories, series, values, fmt, log=True, unit="", width=None, height=300):
+def svg_grouped_bars(categories, series, values, fmt, log=True, unit="", width=None, height=300, tick_fmt=fmt_tick_ns):
     """Bars per category, one per series; values[(category, series)] -> number or None."""
     present = [v for v in values.values() if v is not None and v > 0]
     if not present:
@@ -181,7 +193,7 @@ def svg_grouped_bars(categories, series, values, fmt, log=True, unit="", width=N
     for t in ticks:
         ty = y(t) if (not log or t > 0) else top + plot_h
         out.append('<line x1="{}" x2="{}" y1="{:.1f}" y2="{:.1f}" class=grid />'.format(left, width - right, ty, ty))
-        out.append('<text x="{}" y="{:.1f}" class=tick text-anchor=end>{}</text>'.format(left - 4, ty + 4, esc(fmt(t))))
+        out.append('<text x="{}" y="{:.1f}" class=tick text-anchor=end>{}</text>'.format(left - 4, ty + 4, esc(tick_fmt(t))))
     bar_w = (group_w - 24) / max(1, len(series))
     for i, cat in enumerate(categories):
         gx = left + i * group_w + 12
@@ -208,9 +220,9 @@ def svg_grouped_bars(categories, series, values, fmt, log=True, unit="", width=N
     return "".join(out)
 
 
-def svg_lines(xs, series, values, fmt, xlabel, unit="", width=520, height=300):
+def svg_lines(xs, series, values, fmt, xlabel, unit="", width=520, height=300, tick_fmt=fmt_tick_ns):
     """Lines over categorical x positions; values[(x, series)] -> number or None (linear y)."""
-    present = [v for v in values.values() if v is not None]
+    present = [v for (_, s), v in values.items() if v is not None and s in series]
     if not present:
         return "<p class=note>no data</p>"
     left, right, top, bottom = 80, 20, 20, 45
@@ -230,7 +242,7 @@ def svg_lines(xs, series, values, fmt, xlabel, unit="", width=520, height=300):
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" class=chart>'.format(width, height)]
     for t in ticks:
         out.append('<line x1="{}" x2="{}" y1="{:.1f}" y2="{:.1f}" class=grid />'.format(left, width - right, py(t), py(t)))
-        out.append('<text x="{}" y="{:.1f}" class=tick text-anchor=end>{}</text>'.format(left - 4, py(t) + 4, esc(fmt(t))))
+        out.append('<text x="{}" y="{:.1f}" class=tick text-anchor=end>{}</text>'.format(left - 4, py(t) + 4, esc(tick_fmt(t))))
     for i, x in enumerate(xs):
         out.append('<text x="{:.1f}" y="{}" class=label text-anchor=middle>{}</text>'.format(px(i), top + plot_h + 16, esc(x)))
     out.append('<text x="{:.1f}" y="{}" class=tick text-anchor=middle>{}</text>'.format(left + plot_w / 2, height - 6, esc(xlabel)))
@@ -254,9 +266,9 @@ def svg_lines(xs, series, values, fmt, xlabel, unit="", width=520, height=300):
     return "".join(out)
 
 
-def svg_stacked(bars, stage_names, width=620):
+def svg_stacked(bars, stage_names, width=700):
     """Horizontal stacked bars: bars = [(label, [(stage, ns)])]; scale per bar (each bar is 100 %)."""
-    left, right, row_h, top = 60, 20, 34, 10
+    left, right, row_h, top = 60, 90, 34, 10
     height = top + row_h * len(bars) + 10
     plot_w = width - left - right
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" class=chart>'.format(width, height)]
@@ -278,6 +290,7 @@ def svg_stacked(bars, stage_names, width=620):
             if w > 46:
                 out.append('<text x="{:.1f}" y="{}" class=inbar text-anchor=middle>{}</text>'.format(x + w / 2, y + 21, esc(fmt_ns(ns))))
             x += w
+        out.append('<text x="{}" y="{}" class=label>{}</text>'.format(left + plot_w + 6, y + 18, esc(fmt_ns(total))))
     out.append("</svg>")
     out.append(
         "<div class=legend>"
@@ -439,7 +452,7 @@ def build(results, throughput, idle, breakdown, criterion_root):
         if "shm" in transports and "grpc" in transports:
             row.append(fmt_ratio(ratio(ovs["grpc"], ovs["shm"])))
         rows.append(row)
-    parts.append(svg_grouped_bars(cats, variants, vals, fmt_ns, unit="time per 64 B read (log)", width=360))
+    parts.append(svg_grouped_bars(cats, variants, vals, fmt_ns, unit="time per 64 B read (log)"))
     headers = ["placement"] + variants + ["{} overhead".format(t) for t in transports]
     if "shm" in transports and "grpc" in transports:
         headers.append("gRPC overhead / shm overhead")
@@ -481,7 +494,7 @@ def build(results, throughput, idle, breakdown, criterion_root):
             throughput.get("read_size", 64), throughput.get("cpus", "?")))
         xs = [str(p) for p in procs]
         mediated = [v for v in tv if v != "std"]
-        parts.append(svg_lines(xs, mediated, by, fmt_rate, "client processes", unit="mediated reads/s"))
+        parts.append(svg_lines(xs, mediated, by, fmt_rate, "client processes", unit="mediated reads/s", tick_fmt=fmt_tick_rate))
         rows = [[esc(p)] + [fmt_rate(by.get((p, v))) for v in tv] for p in xs]
         parts.append(table(["processes"] + ["{} reads/s".format(v) for v in tv], rows))
     else:
@@ -507,7 +520,7 @@ def build(results, throughput, idle, breakdown, criterion_root):
                 if n not in names:
                     names.append(n)
             bars.append((v["variant"], stages))
-        parts.append("<p>std read {}; each bar is one transport's overhead (mediated − std), split by stage.{}</p>".format(
+        parts.append("<p>std read {}; each bar is one transport's overhead (mediated − std), split by stage, scaled to its own total (right).{}</p>".format(
             fmt_ns(breakdown.get("std_ns")),
             "" if breakdown.get("breakdown_available") else
             " <b>The daemon and client do not expose stage timings yet</b>: the whole overhead is unattributed."))

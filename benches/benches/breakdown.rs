@@ -235,7 +235,11 @@ fn print_table(std_ns: f64, rows: &[Row]) {
         let cells: String = split.iter().map(|p| cell(p.iter().find(|(n, _)| n == name).map(|(_, ns)| *ns))).collect();
         println!("{:<26}{cells}", format!("  {name}"));
     }
-    println!("{:<26}{}", "overhead (total − std)", rows.iter().map(|r| cell(Some(r.total_ns - std_ns))).collect::<String>());
+    println!(
+        "{:<26}{}",
+        "overhead (total − std)",
+        rows.iter().map(|r| cell(Some(r.total_ns - std_ns))).collect::<String>()
+    );
     println!("{:<26}{}", "mediated read", rows.iter().map(|r| cell(Some(r.total_ns))).collect::<String>());
     if rows.iter().all(|r| r.stages.is_none()) {
         println!("(no stage timings: neither the daemon's status nor trace2e-io exposes a breakdown)");

@@ -8,7 +8,9 @@
 //! - `tcp_read/<variant>/64B`: a 64 B read from a loopback stream a source thread keeps full.
 //! - `file_read_placement/<variant>/{other-core,same-core}`: the 64 B read with the bench
 //!   pinned to one CPU and the daemon pinned to another CPU, or to the same one. The
-//!   daemon's placement is irrelevant to `std`, measured under the same pinning.
+//!   daemon's placement is irrelevant to `std`, measured under the same pinning. A daemon
+//!   with a CPU of its own runs as deployed for that case, polling it
+//!   (`--shm-linger-us 200`); on the client's CPU it runs with the default (no polling).
 //!
 //! Run: `cargo bench -p trace2e-benches --bench io` (see `perf/README.md`).
 
@@ -186,7 +188,13 @@ fn file_read_placement(c: &mut Criterion) {
             continue;
         };
         bench_cpus.pin_current_thread().expect("pin the bench thread");
-        let options = DaemonOptions { cpus: Some(daemon_cpus), ..DaemonOptions::default() };
+        // A daemon given a core of its own is deployed to poll it (`--shm-linger-us`): that
+        // is what the core is for. Sharing the client's core, it must not spin.
+        let args = match placement {
+            Placement::OtherCore => vec!["--shm-linger-us".to_owned(), "200".to_owned()],
+            Placement::SameCore => Vec::new(),
+        };
+        let options = DaemonOptions { cpus: Some(daemon_cpus), args, ..DaemonOptions::default() };
         let daemon = Daemon::start(&options).expect("start a pinned trace2ed");
         let dir = daemon.workdir("placement").unwrap();
         let path = dir.join("read.dat");

@@ -23,6 +23,8 @@ pub struct DaemonOptions {
     pub cpus: Option<CpuSet>,
     /// Extra environment variables (e.g. `TRACE2E_BREAKDOWN=1`).
     pub env: Vec<(String, String)>,
+    /// Extra `trace2ed` flags (e.g. `--shm-linger-us 200`).
+    pub args: Vec<String>,
 }
 
 /// A running `trace2ed`, stopped (SIGTERM, then SIGKILL) on drop.
@@ -46,6 +48,7 @@ impl Daemon {
             .arg(&p2m)
             .arg("--o2m-socket")
             .arg(&o2m)
+            .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -285,6 +285,10 @@ pub struct Engine {
     remote_epoch: AtomicU64,
     /// Positive answers of the owners of a flow's remote sources.
     approvals: Mutex<HashMap<ApprovalKey, (Stamp, Instant)>>,
+    /// Sources whose provenance, at the recorded version, holds only this node's
+    /// resources: the common case needs no walk over a large provenance on every flow
+    /// (bench `provenance/10000`).
+    all_local: Mutex<HashMap<LabelId, u64>>,
     /// What peers already hold of a source's provenance on a stream side (shared with the
     /// background tasks that finish a remote write).
     pushed: PushedMap,
@@ -424,6 +428,7 @@ impl Engine {
             next_token: AtomicU64::new(now_us().wrapping_mul(1 << 12).max(1)),
             remote_epoch: AtomicU64::new(0),
             approvals: Mutex::new(HashMap::new()),
+            all_local: Mutex::new(HashMap::new()),
             pushed: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -760,6 +765,10 @@ impl Engine {
         source: LabelId,
     ) -> Result<BTreeMap<NodeId, Vec<LocalizedResource>>, UnknownLabel> {
         let label = state.label(source).ok_or(UnknownLabel(source))?;
+        let version = label.provenance.version();
+        if self.all_local.lock().get(&source) == Some(&version) {
+            return Ok(BTreeMap::new());
+        }
         let mut owners: BTreeMap<NodeId, Vec<LocalizedResource>> = BTreeMap::new();
         for id in std::iter::once(&source).chain(label.provenance.labels()) {
             let r = state.resource(*id).ok_or(UnknownLabel(*id))?;
@@ -769,6 +778,15 @@ impl Engine {
         }
         for list in owners.values_mut() {
             list.sort();
+        }
+        if owners.is_empty() {
+            // Provenance only grows and a resource's node never changes: a remote entry
+            // can only appear with a new version.
+            let mut all_local = self.all_local.lock();
+            if all_local.len() >= 1 << 16 {
+                all_local.clear();
+            }
+            all_local.insert(source, version);
         }
         Ok(owners)
     }
