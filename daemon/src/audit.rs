@@ -354,11 +354,20 @@ impl serde::Serialize for AuditRecord {
     }
 }
 
+/// Entries per chunk of the log.
+const CHUNK: usize = 1 << 14;
+
 /// The append-only log.
+///
+/// Entries live in fixed-size chunks: appending never moves earlier entries, so the log
+/// can grow to millions of records without the multi-hundred-MB reallocations (under the
+/// state lock, stalling every flow) a single `Vec` would make.
 #[derive(Debug, Default)]
 pub struct AuditLog {
-    /// Entry `i` has sequence number `i + 1`.
-    entries: Vec<AuditEntry>,
+    /// Entry `i` (sequence number `i + 1`) is `chunks[i / CHUNK][i % CHUNK]`; every chunk
+    /// but the last is full.
+    chunks: Vec<Vec<AuditEntry>>,
+    len: usize,
     granted: u64,
     denied: u64,
 }
@@ -373,18 +382,34 @@ impl AuditLog {
                 _ => {}
             }
         }
-        self.entries.push(entry);
-        self.entries.len() as u64
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(entry);
+        }
+        self.len += 1;
+        self.len as u64
     }
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether the log is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
+    }
+
+    /// Entries from index `start` on, oldest first.
+    fn entries_from(&self, start: usize) -> impl DoubleEndedIterator<Item = &AuditEntry> {
+        let first = start / CHUNK;
+        self.chunks
+            .iter()
+            .enumerate()
+            .skip(first)
+            .flat_map(move |(i, c)| c[if i == first { start % CHUNK } else { 0 }..].iter())
     }
 
     /// Granted requests so far.
@@ -406,12 +431,12 @@ impl AuditLog {
             Some(Some(id)) => Some(id),
             None => None,
         };
-        let start = usize::try_from(query.after).unwrap_or(usize::MAX).min(self.entries.len());
+        let start = usize::try_from(query.after).unwrap_or(usize::MAX).min(self.len);
         let limit = if query.limit == 0 { usize::MAX } else { query.limit };
-        let mut out: Vec<(u64, &AuditEntry)> = self.entries[start..]
-            .iter()
-            .enumerate()
-            .rev()
+        // Newest first, so that `limit` keeps the most recent matches; no copy of the log.
+        let seqs = (start as u64 + 1..=self.len as u64).rev();
+        let mut out: Vec<(u64, &AuditEntry)> = seqs
+            .zip(self.entries_from(start).rev())
             .filter(|(_, e)| {
                 resource.is_none_or(|r| e.resource == Some(r) || e.source == Some(r) || e.destination == Some(r))
             })
@@ -423,7 +448,6 @@ impl AuditLog {
                 }
             })
             .take(limit)
-            .map(|(i, e)| ((start + i + 1) as u64, e))
             .collect();
         out.reverse();
         out
@@ -434,6 +458,27 @@ impl AuditLog {
 mod tests {
     use super::*;
     use trace2e_proto::{PolicyKind, Resource};
+
+    #[test]
+    fn chunks_keep_sequence_numbers_and_queries_across_boundaries() {
+        let mut log = AuditLog::default();
+        for i in 0..(2 * CHUNK + 5) {
+            let mut e = AuditEntry::new(AuditKind::Request, i as u64, AuditOutcome::Granted);
+            e.bytes = i as u64;
+            assert_eq!(log.append(e), i as u64 + 1);
+        }
+        let all = log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: 0 }, None);
+        assert_eq!(all.len(), 2 * CHUNK + 5);
+        assert!(all.iter().all(|(seq, e)| *seq == e.bytes + 1));
+        let tail = log.query(&AuditQuery { resource: None, decision: None, limit: 3, after: CHUNK as u64 - 1 }, None);
+        assert_eq!(
+            tail.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![2 * CHUNK as u64 + 3, 2 * CHUNK as u64 + 4, 2 * CHUNK as u64 + 5]
+        );
+        let across = log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: CHUNK as u64 - 1 }, None);
+        assert_eq!(across.first().map(|(s, _)| *s), Some(CHUNK as u64));
+        assert_eq!(across.len(), CHUNK + 6);
+    }
 
     fn request(result: AuditOutcome, src: u32) -> AuditEntry {
         let mut e = AuditEntry::new(AuditKind::Request, 10, result);
