@@ -12,18 +12,7 @@ use support::*;
 use trace2e_proto::pb::p2m::{self, p2m_client::P2mClient};
 
 async fn p2m_client(socket: &std::path::Path) -> P2mClient<tonic::transport::Channel> {
-    let path = socket.to_path_buf();
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap();
-    P2mClient::new(channel)
+    P2mClient::new(uds_channel(socket).await)
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -104,18 +104,7 @@ impl Daemon {
 
     /// A typed O2M client.
     pub async fn o2m(&self) -> O2mClient<tonic::transport::Channel> {
-        let path = self.o2m.clone();
-        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-                }
-            }))
-            .await
-            .unwrap();
-        O2mClient::new(channel)
+        O2mClient::new(uds_channel(&self.o2m).await)
     }
 
     /// Whether the daemon process is still running.
@@ -142,6 +131,21 @@ impl Drop for Daemon {
             eprintln!("--- trace2ed log ---\n{}", self.log());
         }
     }
+}
+
+/// A gRPC channel over the Unix socket at `path` (the URI is required by tonic, unused).
+pub async fn uds_channel(path: &Path) -> tonic::transport::Channel {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .unwrap()
 }
 
 /// Waits for a child with [`PATIENCE`]; `None` if it did not exit (it is then killed).
