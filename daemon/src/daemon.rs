@@ -223,7 +223,8 @@ pub async fn run_until(
         tracing::warn!(error = %source, "M2M server failed");
     }
     sweeper.abort();
-    tokio::task::block_in_place(|| shm.stop());
+    // Joining the accept thread blocks (at most one poll interval): not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || shm.stop()).await;
     remove_sockets();
     if let Ok((p, o)) = results {
         if let Ok(Err(source)) = p {

@@ -149,10 +149,13 @@ impl Cluster {
 
     /// `node` sends `file` to a fresh receiver on `to`, which saves it as `saved`.
     pub fn transfer(&self, node: &str, file: &std::path::Path, to: &str, saved: &std::path::Path) -> (Output, Output) {
-        let (mut receiver, addr) = self.receiver(to, saved);
+        let (receiver, addr) = self.receiver(to, saved);
         let sent = self.proc(node, &["send", &addr, file.to_str().unwrap()]);
         if !sent.status.success() {
-            let _ = receiver.kill();
+            // A sender denied before it connected leaves the receiver waiting in accept:
+            // give it an empty connection so it ends on its own. (Killing it instead would
+            // race with a receiver that is already finishing on the sender's EOF.)
+            let _ = std::net::TcpStream::connect(&addr);
         }
         let received = wait_output(receiver);
         (sent, received)
