@@ -357,6 +357,112 @@ impl serde::Serialize for AuditRecord {
 /// Entries per chunk of the log.
 const CHUNK: usize = 1 << 14;
 
+/// What most records never have, kept out of line so that a flow's records stay small.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Rare {
+    external_peer: Option<SocketAddr>,
+    consent_node: Option<NodeId>,
+    peer: Option<NodeId>,
+    policy: Option<Policy>,
+    exe: Option<PathBuf>,
+}
+
+/// How the log keeps an [`AuditEntry`]: the fields of a flow's records inline (about a
+/// third of the entry's size: two records per mediated I/O are written to fresh memory),
+/// the rest boxed. Converted back at query time.
+#[derive(Debug, Clone)]
+struct Stored {
+    time_us: u64,
+    bytes: u64,
+    grant: Option<GrantId>,
+    process: Option<ProcessId>,
+    fd: Option<Fd>,
+    resource: Option<LabelId>,
+    source: Option<LabelId>,
+    destination: Option<LabelId>,
+    kind: AuditKind,
+    direction: Option<Direction>,
+    result: Outcome,
+    rare: Option<Box<Rare>>,
+}
+
+/// [`AuditOutcome`] with the denial boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Granted,
+    Denied(Box<Denial>),
+    Ok,
+    Failed,
+    Allowed,
+    Refused,
+}
+
+impl From<AuditEntry> for Stored {
+    fn from(e: AuditEntry) -> Self {
+        let result = match e.result {
+            AuditOutcome::Granted => Outcome::Granted,
+            AuditOutcome::Denied(d) => Outcome::Denied(Box::new(d)),
+            AuditOutcome::Ok => Outcome::Ok,
+            AuditOutcome::Failed => Outcome::Failed,
+            AuditOutcome::Allowed => Outcome::Allowed,
+            AuditOutcome::Refused => Outcome::Refused,
+        };
+        let rare = Rare {
+            external_peer: e.external_peer,
+            consent_node: e.consent_node,
+            peer: e.peer,
+            policy: e.policy,
+            exe: e.exe,
+        };
+        Self {
+            time_us: e.time_us,
+            bytes: e.bytes,
+            grant: e.grant,
+            process: e.process,
+            fd: e.fd,
+            resource: e.resource,
+            source: e.source,
+            destination: e.destination,
+            kind: e.kind,
+            direction: e.direction,
+            result,
+            rare: (rare != Rare::default()).then(|| Box::new(rare)),
+        }
+    }
+}
+
+impl Stored {
+    fn entry(&self) -> AuditEntry {
+        let rare = self.rare.as_deref().cloned().unwrap_or_default();
+        let result = match &self.result {
+            Outcome::Granted => AuditOutcome::Granted,
+            Outcome::Denied(d) => AuditOutcome::Denied((**d).clone()),
+            Outcome::Ok => AuditOutcome::Ok,
+            Outcome::Failed => AuditOutcome::Failed,
+            Outcome::Allowed => AuditOutcome::Allowed,
+            Outcome::Refused => AuditOutcome::Refused,
+        };
+        AuditEntry {
+            time_us: self.time_us,
+            kind: self.kind,
+            process: self.process,
+            fd: self.fd,
+            resource: self.resource,
+            source: self.source,
+            destination: self.destination,
+            external_peer: rare.external_peer,
+            consent_node: rare.consent_node,
+            peer: rare.peer,
+            direction: self.direction,
+            bytes: self.bytes,
+            grant: self.grant,
+            policy: rare.policy,
+            exe: rare.exe,
+            result,
+        }
+    }
+}
+
 /// The append-only log.
 ///
 /// Entries live in fixed-size chunks: appending never moves earlier entries, so the log
@@ -366,7 +472,7 @@ const CHUNK: usize = 1 << 14;
 pub struct AuditLog {
     /// Entry `i` (sequence number `i + 1`) is `chunks[i / CHUNK][i % CHUNK]`; every chunk
     /// but the last is full.
-    chunks: Vec<Vec<AuditEntry>>,
+    chunks: Vec<Vec<Stored>>,
     len: usize,
     granted: u64,
     denied: u64,
@@ -386,7 +492,7 @@ impl AuditLog {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(entry);
+            chunk.push(Stored::from(entry));
         }
         self.len += 1;
         self.len as u64
@@ -403,7 +509,7 @@ impl AuditLog {
     }
 
     /// Entries from index `start` on, oldest first.
-    fn entries_from(&self, start: usize) -> impl DoubleEndedIterator<Item = &AuditEntry> {
+    fn entries_from(&self, start: usize) -> impl DoubleEndedIterator<Item = &Stored> {
         let first = start / CHUNK;
         self.chunks
             .iter()
@@ -425,7 +531,7 @@ impl AuditLog {
     /// Sequence numbers and entries matching `query`, ascending. `resource` is the
     /// query's resource already interned: `Some(None)` means a resource that was never
     /// interned, which matches nothing.
-    pub fn query<'a>(&'a self, query: &AuditQuery, resource: Option<Option<LabelId>>) -> Vec<(u64, &'a AuditEntry)> {
+    pub fn query(&self, query: &AuditQuery, resource: Option<Option<LabelId>>) -> Vec<(u64, AuditEntry)> {
         let resource = match resource {
             Some(None) => return Vec::new(),
             Some(Some(id)) => Some(id),
@@ -435,19 +541,18 @@ impl AuditLog {
         let limit = if query.limit == 0 { usize::MAX } else { query.limit };
         // Newest first, so that `limit` keeps the most recent matches; no copy of the log.
         let seqs = (start as u64 + 1..=self.len as u64).rev();
-        let mut out: Vec<(u64, &AuditEntry)> = seqs
+        let mut out: Vec<(u64, AuditEntry)> = seqs
             .zip(self.entries_from(start).rev())
             .filter(|(_, e)| {
                 resource.is_none_or(|r| e.resource == Some(r) || e.source == Some(r) || e.destination == Some(r))
             })
             .filter(|(_, e)| match query.decision {
                 None => true,
-                Some(DecisionFilter::Granted) => e.kind == AuditKind::Request && e.result == AuditOutcome::Granted,
-                Some(DecisionFilter::Denied) => {
-                    e.kind == AuditKind::Request && matches!(e.result, AuditOutcome::Denied(_))
-                }
+                Some(DecisionFilter::Granted) => e.kind == AuditKind::Request && e.result == Outcome::Granted,
+                Some(DecisionFilter::Denied) => e.kind == AuditKind::Request && matches!(e.result, Outcome::Denied(_)),
             })
             .take(limit)
+            .map(|(seq, e)| (seq, e.entry()))
             .collect();
         out.reverse();
         out

@@ -11,7 +11,7 @@
 //! provenance sorted by `LocalizedResource`" (the first offender is named); then consent.
 //! Consent is asked only when every deterministic rule passes.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::net::SocketAddr;
 
 use trace2e_proto::{Confidentiality, Denial, IntegrityLevel, LocalizedResource, NodeId, Policy, PolicyKind, Resource};
@@ -380,7 +380,7 @@ fn consent_verdict(state: &State, sources: Vec<(bool, &Label, LabelId)>, target:
 /// change) are those it was computed with. `AskConsent` is never cached.
 #[derive(Debug, Default)]
 pub struct ComplianceCache {
-    entries: HashMap<(LabelId, Destination, Option<Policy>), (u64, Verdict)>,
+    entries: FastMap<(LabelId, Destination, Option<Policy>), (u64, Verdict)>,
     epoch: u64,
     hits: u64,
 }

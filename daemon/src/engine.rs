@@ -16,7 +16,9 @@
 //! `pushed` are taken alone or inside `core`, never the other way round; no lock is held
 //! across an `.await`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::FastMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,12 +232,12 @@ struct Flow {
 }
 
 impl Flow {
-    fn claims(&self) -> Vec<Claim<LabelId>> {
-        let mut claims = vec![Claim::read(self.source)];
-        if let Destination::Label(d) = self.destination {
-            claims.push(Claim::write(d));
-        }
-        claims
+    fn claims(&self) -> impl Iterator<Item = Claim<LabelId>> + use<> {
+        let destination = match self.destination {
+            Destination::Label(d) => Some(Claim::write(d)),
+            Destination::External { .. } => None,
+        };
+        std::iter::once(Claim::read(self.source)).chain(destination)
     }
 
     fn entry(&self, kind: AuditKind, time_us: u64, result: AuditOutcome) -> AuditEntry {
@@ -272,30 +274,30 @@ pub struct Engine {
     rules: Rules,
     core: RwLock<Core>,
     reservations: ReservationTable<LabelId>,
-    grants: Mutex<HashMap<GrantId, Grant>>,
+    grants: Mutex<FastMap<GrantId, Grant>>,
     next_grant: AtomicU64,
     consent: ConsentWaiters,
     federation: Arc<dyn Federation>,
     /// Stream sides peers reserved here, by (peer, token).
-    remote_holds: Mutex<HashMap<(NodeId, u64), RemoteHold>>,
+    remote_holds: Mutex<FastMap<(NodeId, u64), RemoteHold>>,
     /// Tokens of the reservations this node takes on peers.
     next_token: AtomicU64,
     /// Bumped by every notice from a peer (policy change, deletion, restart): invalidates
     /// [`Engine::approvals`] and [`Engine::pushed`].
     remote_epoch: AtomicU64,
     /// Positive answers of the owners of a flow's remote sources.
-    approvals: Mutex<HashMap<ApprovalKey, (Stamp, Instant)>>,
+    approvals: Mutex<FastMap<ApprovalKey, (Stamp, Instant)>>,
     /// Sources whose provenance, at the recorded version, holds only this node's
     /// resources: the common case needs no walk over a large provenance on every flow
     /// (bench `provenance/10000`).
-    all_local: Mutex<HashMap<LabelId, u64>>,
+    all_local: Mutex<FastMap<LabelId, u64>>,
     /// What peers already hold of a source's provenance on a stream side (shared with the
     /// background tasks that finish a remote write).
     pushed: PushedMap,
 }
 
 /// What peers hold of a source's provenance, by (source, peer's stream side mirrored here).
-type PushedMap = Arc<Mutex<HashMap<(LabelId, LabelId), Pushed>>>;
+type PushedMap = Arc<Mutex<FastMap<(LabelId, LabelId), Pushed>>>;
 
 /// A flow as far as the owners of its remote sources were asked about it.
 type ApprovalKey = (LabelId, Destination, Option<Policy>);
@@ -418,18 +420,18 @@ impl Engine {
             rules,
             config,
             reservations: ReservationTable::new(),
-            grants: Mutex::new(HashMap::new()),
+            grants: Mutex::new(FastMap::default()),
             next_grant: AtomicU64::new(1),
             consent: ConsentWaiters::default(),
             federation,
-            remote_holds: Mutex::new(HashMap::new()),
+            remote_holds: Mutex::new(FastMap::default()),
             // Distinct from the tokens of an earlier run of this node that a peer may still
             // hold (until its lease ends).
             next_token: AtomicU64::new(now_us().wrapping_mul(1 << 12).max(1)),
             remote_epoch: AtomicU64::new(0),
-            approvals: Mutex::new(HashMap::new()),
-            all_local: Mutex::new(HashMap::new()),
-            pushed: Arc::new(Mutex::new(HashMap::new())),
+            approvals: Mutex::new(FastMap::default()),
+            all_local: Mutex::new(FastMap::default()),
+            pushed: Arc::new(Mutex::new(FastMap::default())),
         }
     }
 
@@ -612,6 +614,55 @@ impl Engine {
     ///   same side skips ReserveDestination/UpdateProvenance entirely: see
     ///   [`Engine::shortcut`] for why that keeps the guarantee.
     pub async fn request(&self, process: ProcessId, fd: Fd, direction: Direction) -> Result<Decision, EngineError> {
+        match self.try_request(process, fd, direction)? {
+            Some(decision) => Ok(decision),
+            None => self.request_waiting(process, fd, direction).await,
+        }
+    }
+
+    /// [`Engine::request`] when it needs no waiting: `None` (and nothing taken or
+    /// recorded) when the flow's labels are reserved by others or queued on, its
+    /// destination is on a peer, an owner must consent, or a peer owns one of its
+    /// sources and has not approved this flow recently; the caller then runs
+    /// [`Engine::request`]. Otherwise the whole decision — resolve, reserve, evaluate,
+    /// grant or deny, audit — under one acquisition of the state lock, allocating
+    /// nothing (bench `engine`). A shared-memory channel thread calls this inline.
+    pub fn try_request(
+        &self,
+        process: ProcessId,
+        fd: Fd,
+        direction: Direction,
+    ) -> Result<Option<Decision>, EngineError> {
+        let breakdown = &self.config.breakdown;
+        let reserving = breakdown.start();
+        let mut core = self.core.write();
+        let flow = self.resolve(&mut core.state, process, fd, direction)?;
+        if self.remote_destination(&core.state, &flow).is_some() {
+            return Ok(None);
+        }
+        let Some(reservation) = self.reservations.try_acquire(flow.claims()) else {
+            return Ok(None);
+        };
+        breakdown.stop(Stage::Reservation, reserving);
+        let Core { state, cache } = &mut *core;
+        let evaluating = breakdown.start();
+        let verdict = cache.evaluate_for(state, &self.rules, flow.source, flow.destination, None);
+        breakdown.stop(Stage::Compliance, evaluating);
+        match verdict? {
+            Verdict::Grant => {
+                let local = self.remote_owners(state, flow.source)?.is_empty();
+                if local || self.approved(&(flow.source, flow.destination, None), self.stamp(state, flow.source)?) {
+                    return self.grant(state, flow, reservation, None).map(Some);
+                }
+                Ok(None)
+            }
+            Verdict::Deny(denial) => Ok(Some(Self::deny_locked(state, &flow, denial))),
+            Verdict::AskConsent { .. } => Ok(None),
+        }
+    }
+
+    /// [`Engine::request`] for a flow that may have to wait (see [`Engine::try_request`]).
+    async fn request_waiting(&self, process: ProcessId, fd: Fd, direction: Direction) -> Result<Decision, EngineError> {
         let breakdown = &self.config.breakdown;
         let reserving = breakdown.start();
         let (flow, remote) = {
@@ -728,8 +779,12 @@ impl Engine {
 
     /// Audits and returns a denial.
     fn deny(&self, flow: &Flow, denial: Denial) -> Decision {
-        let mut core = self.core.write();
-        audit(&mut core.state, flow.entry(AuditKind::Request, now_us(), AuditOutcome::Denied(denial.clone())));
+        Self::deny_locked(&mut self.core.write().state, flow, denial)
+    }
+
+    /// [`Engine::deny`] under the state lock.
+    fn deny_locked(state: &mut State, flow: &Flow, denial: Denial) -> Decision {
+        audit(state, flow.entry(AuditKind::Request, now_us(), AuditOutcome::Denied(denial.clone())));
         Decision::Denied(denial)
     }
 
@@ -2012,7 +2067,7 @@ mod tests {
     struct Loopback {
         me: NodeId,
         peer: OnceLock<Weak<Engine>>,
-        calls: Mutex<HashMap<&'static str, usize>>,
+        calls: Mutex<FastMap<&'static str, usize>>,
         dead: std::sync::atomic::AtomicBool,
     }
 
@@ -2104,7 +2159,7 @@ mod tests {
             let fed = Arc::new(Loopback {
                 me,
                 peer: OnceLock::new(),
-                calls: Mutex::new(HashMap::new()),
+                calls: Mutex::new(FastMap::default()),
                 dead: std::sync::atomic::AtomicBool::new(false),
             });
             (Arc::new(Engine::with_federation(c, fed.clone())), fed)

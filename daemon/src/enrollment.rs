@@ -4,7 +4,9 @@
 //! against `/proc` (the P2M service does), decide flows, or mutate itself: only
 //! `state::State::apply` calls its mutators.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::FastMap;
 use std::path::PathBuf;
 
 use trace2e_proto::{Fd, ProcessId};
@@ -27,9 +29,9 @@ pub struct ProcessRecord {
 /// Attached processes and their enrolled fds.
 #[derive(Debug, Default)]
 pub struct Enrollments {
-    processes: HashMap<ProcessId, ProcessRecord>,
-    fds: HashMap<(ProcessId, Fd), LabelId>,
-    by_process: HashMap<ProcessId, BTreeSet<Fd>>,
+    processes: FastMap<ProcessId, ProcessRecord>,
+    fds: FastMap<(ProcessId, Fd), LabelId>,
+    by_process: FastMap<ProcessId, BTreeSet<Fd>>,
 }
 
 impl Enrollments {

@@ -10,7 +10,7 @@
 //! and remembers the version of every source it merged: a repeated flow from an
 //! unchanged source is O(1).
 
-use std::collections::HashMap;
+use crate::FastMap;
 
 use trace2e_proto::LocalizedResource;
 
@@ -40,7 +40,7 @@ pub struct LabelProvenance {
     /// Bumped whenever `set` grows.
     version: u64,
     /// For each source merged into this label, its version at that merge.
-    merged: HashMap<LabelId, u64>,
+    merged: FastMap<LabelId, u64>,
 }
 
 /// What a merge did.
@@ -183,9 +183,9 @@ fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) ->
 /// Direct edges between labels, one per (source, destination) pair.
 #[derive(Debug, Default)]
 pub struct Lineage {
-    edges: HashMap<(LabelId, LabelId), EdgeStats>,
+    edges: FastMap<(LabelId, LabelId), EdgeStats>,
     /// destination → its direct sources, for backwards traversal.
-    into: HashMap<LabelId, Vec<LabelId>>,
+    into: FastMap<LabelId, Vec<LabelId>>,
 }
 
 impl Lineage {
@@ -209,7 +209,7 @@ impl Lineage {
     /// Every edge reachable backwards from `to` (edges into `to`, into their sources, ...).
     pub fn reachable(&self, to: LabelId) -> Vec<(LabelId, LabelId, EdgeStats)> {
         let mut out = Vec::new();
-        let mut visited = std::collections::HashSet::from([to]);
+        let mut visited = crate::FastSet::from_iter([to]);
         let mut work = vec![to];
         while let Some(dst) = work.pop() {
             for &src in self.into.get(&dst).into_iter().flatten() {

@@ -30,13 +30,16 @@
 //! (timeout, cancellation) removes itself from every queue — or, if it was granted in the
 //! meantime but never picked up, releases what it was granted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::FastMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 /// How a key is claimed.
@@ -77,6 +80,10 @@ pub struct Busy<K: Debug> {
     pub key: K,
 }
 
+/// A flow's claims, sorted and deduplicated: inline up to two (a flow's source and
+/// destination), so an uncontended acquire/release allocates nothing.
+pub type Claims<K> = SmallVec<[Claim<K>; 2]>;
+
 /// Identifier of a queued waiter; waiters are numbered in arrival order.
 type WaiterId = u64;
 
@@ -113,8 +120,8 @@ struct Waiter<K> {
 #[derive(Debug)]
 struct Table<K> {
     /// Entries exist only while held or queued on.
-    entries: HashMap<K, Entry>,
-    waiters: HashMap<WaiterId, Waiter<K>>,
+    entries: FastMap<K, Entry>,
+    waiters: FastMap<WaiterId, Waiter<K>>,
     next_waiter: WaiterId,
 }
 
@@ -134,15 +141,26 @@ impl<K: Ord + Hash + Clone + Debug> Table<K> {
     }
 
     fn release(&mut self, claims: &[Claim<K>]) {
+        let mut queued = false;
         for c in claims {
             if let Some(e) = self.entries.get_mut(&c.key) {
                 match c.mode {
                     Mode::Read => e.readers = e.readers.saturating_sub(1),
                     Mode::Write => e.writer = false,
                 }
+                queued |= !e.queue.is_empty();
             }
         }
-        self.settle(claims.iter().map(|c| c.key.clone()).collect());
+        if queued {
+            self.settle(claims.iter().map(|c| c.key.clone()).collect());
+        } else {
+            // Nobody waits on these keys: nothing to grant, only idle entries to drop.
+            for c in claims {
+                if self.entries.get(&c.key).is_some_and(Entry::idle) {
+                    self.entries.remove(&c.key);
+                }
+            }
+        }
     }
 
     fn grantable(&self, id: WaiterId, claims: &[Claim<K>]) -> bool {
@@ -228,7 +246,13 @@ impl<K: Ord + Hash + Clone + Debug> Default for ReservationTable<K> {
 impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
     /// An empty table.
     pub fn new() -> Self {
-        Self { table: Arc::new(Mutex::new(Table { entries: HashMap::new(), waiters: HashMap::new(), next_waiter: 0 })) }
+        Self {
+            table: Arc::new(Mutex::new(Table {
+                entries: FastMap::default(),
+                waiters: FastMap::default(),
+                next_waiter: 0,
+            })),
+        }
     }
 
     /// Takes all `claims` at once, waiting (FIFO) up to `timeout` for them to become
@@ -241,22 +265,23 @@ impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
         timeout: Duration,
     ) -> Result<Reservation<K>, Busy<K>> {
         let claims = normalize(claims);
-        let (id, rx) = {
+        let (id, rx, shared) = {
             let mut t = self.table.lock();
             if t.free_now(&claims) {
                 t.take(&claims);
                 return Ok(Reservation { table: self.table.clone(), claims });
             }
+            let shared: Arc<[Claim<K>]> = claims.iter().cloned().collect();
             let id = t.next_waiter;
             t.next_waiter += 1;
             for c in claims.iter() {
                 t.entries.entry(c.key.clone()).or_default().queue.push_back(id);
             }
             let (tx, rx) = oneshot::channel();
-            t.waiters.insert(id, Waiter { claims: claims.clone(), wake: Some(tx) });
-            (id, rx)
+            t.waiters.insert(id, Waiter { claims: Arc::clone(&shared), wake: Some(tx) });
+            (id, rx, shared)
         };
-        let mut waiting = Waiting { table: &self.table, id, claims: claims.clone(), finished: false };
+        let mut waiting = Waiting { table: &self.table, id, claims: shared, finished: false };
         let _ = tokio::time::timeout(timeout, rx).await;
         let mut t = self.table.lock();
         waiting.finished = true;
@@ -276,6 +301,18 @@ impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
         }
     }
 
+    /// Takes all `claims` at once if that needs no waiting (every claim compatible and
+    /// nobody queued on its key: a waiter is never overtaken), else takes nothing and
+    /// returns `None`.
+    pub fn try_acquire(&self, claims: impl IntoIterator<Item = Claim<K>>) -> Option<Reservation<K>> {
+        let claims = normalize(claims);
+        let mut t = self.table.lock();
+        t.free_now(&claims).then(|| {
+            t.take(&claims);
+            Reservation { table: self.table.clone(), claims }
+        })
+    }
+
     /// Number of keys currently held or queued on.
     pub fn len(&self) -> usize {
         self.table.lock().entries.len()
@@ -293,18 +330,18 @@ impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
     }
 }
 
-fn normalize<K: Ord>(claims: impl IntoIterator<Item = Claim<K>>) -> Arc<[Claim<K>]> {
-    let mut v: Vec<Claim<K>> = claims.into_iter().collect();
+fn normalize<K: Ord>(claims: impl IntoIterator<Item = Claim<K>>) -> Claims<K> {
+    let mut v: Claims<K> = claims.into_iter().collect();
     // Write sorts after Read: keep the last claim of each key, which is the strongest.
-    v.sort_by(|a, b| a.key.cmp(&b.key).then(a.mode.cmp(&b.mode)));
-    let mut out: Vec<Claim<K>> = Vec::with_capacity(v.len());
-    for c in v {
-        match out.last_mut() {
-            Some(last) if last.key == c.key => last.mode = c.mode,
-            _ => out.push(c),
+    v.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.mode.cmp(&b.mode)));
+    v.dedup_by(|later, kept| {
+        let same = later.key == kept.key;
+        if same {
+            kept.mode = later.mode;
         }
-    }
-    out.into()
+        same
+    });
+    v
 }
 
 /// Cleans up a queued request whose future is dropped before it finished.
@@ -338,7 +375,7 @@ impl<K: Ord + Hash + Clone + Debug> Drop for Waiting<'_, K> {
 #[derive(Debug)]
 pub struct Reservation<K: Ord + Hash + Clone + Debug> {
     table: Arc<Mutex<Table<K>>>,
-    claims: Arc<[Claim<K>]>,
+    claims: Claims<K>,
 }
 
 impl<K: Ord + Hash + Clone + Debug> Reservation<K> {

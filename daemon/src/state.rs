@@ -7,7 +7,7 @@
 //! decide anything, and does not hold transient state (reservations, grants, consent
 //! waiters, caches).
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::path::PathBuf;
 
 use trace2e_proto::{Confidentiality, Fd, IntegrityLevel, LocalizedResource, NodeId, ProcessId, Resource};
@@ -195,9 +195,9 @@ pub enum StateError {
 pub struct State {
     node: NodeId,
     labels: Vec<Label>,
-    ids: HashMap<LocalizedResource, LabelId>,
+    ids: FastMap<LocalizedResource, LabelId>,
     enrollments: Enrollments,
-    consent: HashMap<(LabelId, ConsentKey), bool>,
+    consent: FastMap<(LabelId, ConsentKey), bool>,
     lineage: Lineage,
     audit: AuditLog,
     /// Bumped by every change a compliance decision may depend on other than provenance
@@ -211,9 +211,9 @@ impl State {
         Self {
             node,
             labels: Vec::new(),
-            ids: HashMap::new(),
+            ids: FastMap::default(),
             enrollments: Enrollments::default(),
-            consent: HashMap::new(),
+            consent: FastMap::default(),
             lineage: Lineage::default(),
             audit: AuditLog::default(),
             epoch: 0,

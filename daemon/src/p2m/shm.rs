@@ -29,14 +29,11 @@
 //! interval (when the poster goes quiet right after its I/O), and takes one system call
 //! and one wake-up off every mediated I/O (bench `file_read/64B`).
 
-use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, epoll};
@@ -403,27 +400,22 @@ impl<'a> ChannelServer<'a> {
                     }
                 }
             }
-            WireRequest::Request { fd, direction } => {
-                let engine = Arc::clone(engine);
-                let process = self.process;
-                let mut future: Pin<Box<dyn Future<Output = Result<Decision, EngineError>> + Send>> =
-                    Box::pin(async move { engine.request(process, fd, direction).await });
-                // Most decisions need no waiting: take them at once, on this thread.
-                match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                    Poll::Ready(result) => self.decision_response(result),
-                    Poll::Pending => {
-                        let (tx, wake, lane, tag) =
-                            (self.completions_tx.clone(), Arc::clone(&self.wake), m.lane, m.tag);
-                        self.shared.runtime.spawn(async move {
-                            let result = future.await;
-                            if tx.send((lane, tag, result)).is_ok() {
-                                let _ = rustix::io::write(wake.as_fd(), &1u64.to_ne_bytes());
-                            }
-                        });
-                        return Ok(());
-                    }
+            // Most decisions need no waiting: take them at once, on this thread.
+            WireRequest::Request { fd, direction } => match engine.try_request(self.process, fd, direction) {
+                Ok(Some(decision)) => self.decision_response(Ok(decision)),
+                Err(e) => self.decision_response(Err(e)),
+                Ok(None) => {
+                    let (engine, process) = (Arc::clone(engine), self.process);
+                    let (tx, wake, lane, tag) = (self.completions_tx.clone(), Arc::clone(&self.wake), m.lane, m.tag);
+                    self.shared.runtime.spawn(async move {
+                        let result = engine.request(process, fd, direction).await;
+                        if tx.send((lane, tag, result)).is_ok() {
+                            let _ = rustix::io::write(wake.as_fd(), &1u64.to_ne_bytes());
+                        }
+                    });
+                    return Ok(());
                 }
-            }
+            },
         };
         self.answer(m, &response)
     }
