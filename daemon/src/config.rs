@@ -75,8 +75,7 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PATH")]
     pub p2m_grpc_socket: Option<PathBuf>,
     /// How long a shared-memory channel's thread busy-polls after serving before it
-    /// sleeps, in µs: 0 on machines with 2 CPUs or fewer (a spinning daemon steals the
-    /// client's CPU), 20 otherwise [default: by CPU count].
+    /// sleeps, in µs, while its client runs on another CPU; 0 never polls [default: 20].
     #[arg(long, value_name = "US")]
     pub shm_linger_us: Option<u64>,
     /// Unix socket for operators (O2M) [default: /run/trace2e/o2m.sock].

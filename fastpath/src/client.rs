@@ -270,6 +270,7 @@ impl Client {
         let mut deadline = None;
         let tag = state.next_tag;
         state.next_tag = tag.wrapping_add(1);
+        inner.region().lane_control(lane).cpu.store(sys::current_cpu().wrapping_add(1), Ordering::Relaxed);
         inner.push(&mut state, lane, kind, 0, tag, payload, &mut deadline)?;
         let polling = inner.notify();
         inner.await_response(&mut state, lane, tag, out, polling, &mut deadline)

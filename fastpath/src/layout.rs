@@ -9,7 +9,7 @@
 //!                                  the client checks it, the daemon never reads it back
 //! offset 64     Status      64 B   daemon → client: polling, cpu, closed
 //! offset 128    lane 0             one lane per client thread (see crate docs)
-//!   +0            LaneControl 64 B client → daemon: waiting (asleep on its CQ)
+//!   +0            LaneControl 64 B client → daemon: waiting (asleep on its CQ), cpu
 //!   +64           SQ: [Slot; slots]   requests, client → daemon
 //!   +64+S·64      CQ: [Slot; slots]   responses, daemon → client
 //!   +64+2·S·64    SQ data: data_bytes  request payloads longer than INLINE_MAX
@@ -253,7 +253,10 @@ mod shared {
         /// Nonzero while a client thread sleeps (FUTEX_WAIT) on this lane's CQ;
         /// the daemon then FUTEX_WAKEs after publishing a response.
         pub waiting: AtomicU32,
-        _pad: [AtomicU32; 15],
+        /// 1 + the CPU the lane's thread last called from (0: not yet). A hint: the
+        /// daemon busy-polls for the next request only if the client runs elsewhere.
+        pub cpu: AtomicU32,
+        _pad: [AtomicU32; 14],
     }
 
     /// One message slot, one cache line.

@@ -32,11 +32,13 @@ pub struct ServerConfig {
     /// ~280 KiB of address space, of which a client touches only the pages of the
     /// lanes it uses.
     pub geometry: Geometry,
-    /// How long [`Channel::serve`] keeps busy-polling after the last request before
-    /// it sleeps; while it polls, clients skip the doorbell and may spin. Default:
-    /// zero on machines with ≤ 2 CPUs (a spinning daemon steals half the machine and
-    /// the co-located blocking round trip is ~1.9 µs, `research/fastpath.md` §3.4),
-    /// 20 µs otherwise.
+    /// How long a worker keeps busy-polling after the last request before it sleeps;
+    /// while it polls, clients skip the doorbell and may spin. Default 20 µs: a wake-up
+    /// across CPUs costs ~20 µs on a VM whose idle vCPU halts (`research/fastpath.md`),
+    /// more than the whole polled round trip. Polling pays only while the client runs
+    /// on another CPU; a worker that knows its client's lane should poll only while
+    /// [`Channel::client_elsewhere`] says so (the daemon does). [`Channel::serve`]
+    /// polls unconditionally.
     pub linger: Duration,
     /// Most requests [`Channel::serve`] handles per call, so that one flooding client
     /// cannot starve the others a worker owns. Default 64.
@@ -52,10 +54,7 @@ impl ServerConfig {
 
     /// The default linger for this machine (see [`ServerConfig::linger`]).
     pub fn default_linger() -> Duration {
-        match std::thread::available_parallelism() {
-            Ok(n) if n.get() > 2 => Duration::from_micros(20),
-            _ => Duration::ZERO,
-        }
+        Duration::from_micros(20)
     }
 }
 
@@ -325,6 +324,14 @@ impl Channel {
         let status = self.core.region.status();
         status.cpu.store(sys::current_cpu(), Ordering::Relaxed);
         status.polling.store(1, Ordering::Relaxed);
+    }
+
+    /// Whether the client thread of `lane` last called from another CPU than this
+    /// thread's (client-written, so only a hint): busy-polling for its next request can
+    /// pay only then — a client on this CPU cannot run while this thread spins.
+    pub fn client_elsewhere(&self, lane: Lane) -> bool {
+        let cpu = self.core.region.lane_control(lane.0).cpu.load(Ordering::Relaxed);
+        cpu != 0 && cpu != sys::current_cpu().wrapping_add(1)
     }
 
     /// Withdraws [`begin_polling`](Self::begin_polling). The caller must then poll

@@ -84,7 +84,7 @@ impl Enrollment {
 impl Drop for Enrollment {
     fn drop(&mut self) {
         // A forked child that never used the fd never enrolled it.
-        if self.pid.load(Ordering::Acquire) != std::process::id() {
+        if self.pid.load(Ordering::Acquire) != transport::current_pid() {
             return;
         }
         let result = transport::client().and_then(|c| c.transport.unenroll(Fd(self.fd)));

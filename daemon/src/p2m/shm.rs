@@ -214,6 +214,10 @@ struct ChannelServer<'a> {
     wake: Arc<OwnedFd>,
     completions: mpsc::Receiver<Completion>,
     completions_tx: mpsc::Sender<Completion>,
+    /// Decisions handed to the runtime and not answered yet.
+    deferred: usize,
+    /// The lane of the last call: its client thread's CPU decides whether to linger.
+    last_lane: Option<Lane>,
     /// Grants answered on this channel minus reports received: while positive, posted
     /// reports may be waiting, so the thread wakes every [`DRAIN_INTERVAL`].
     outstanding: usize,
@@ -254,6 +258,8 @@ impl<'a> ChannelServer<'a> {
             wake: Arc::new(wake),
             completions,
             completions_tx,
+            deferred: 0,
+            last_lane: None,
             outstanding: 0,
             messages: Vec::new(),
             bytes: Vec::new(),
@@ -279,21 +285,33 @@ impl<'a> ChannelServer<'a> {
                 Ok(false) => {}
                 Err(()) => break,
             }
-            if !linger.is_zero() && !lingered {
+            if !linger.is_zero() && !lingered && self.client_elsewhere() {
                 // Busy-poll while requests keep coming (the client then spins instead of
-                // sleeping); clearing `polling` and scanning once more closes the race
-                // with a client that saw `polling` set and did not ring.
+                // sleeping) — only while the client runs on another CPU: on this one it
+                // cannot run while we spin. Clearing `polling` and scanning once more
+                // closes the race with a client that saw `polling` set and did not ring.
                 self.channel.begin_polling();
                 let mut last = Instant::now();
-                let mut result = Ok(false);
-                while last.elapsed() < linger {
-                    result = self.drain();
+                let mut idle = 0u32;
+                let result = loop {
+                    let result = self.drain();
                     match result {
-                        Ok(true) => last = Instant::now(),
-                        Ok(false) => std::hint::spin_loop(),
-                        Err(()) => break,
+                        Ok(true) => idle = 0,
+                        Ok(false) => {
+                            std::hint::spin_loop();
+                            idle += 1;
+                        }
+                        Err(()) => break result,
                     }
-                }
+                    // Read the clock only now and then: a request that lands while
+                    // this thread is in clock_gettime waits for it (bench
+                    // `file_read_placement/shm/other-core`).
+                    if idle == 1 {
+                        last = Instant::now();
+                    } else if idle % 64 == 0 && (last.elapsed() >= linger || !self.client_elsewhere()) {
+                        break result;
+                    }
+                };
                 self.channel.end_polling();
                 if result.is_err() {
                     break;
@@ -313,8 +331,11 @@ impl<'a> ChannelServer<'a> {
     /// anything was done, `Err` if the channel is finished (client gone or corrupt).
     fn drain(&mut self) -> Result<bool, ()> {
         let mut worked = false;
-        while let Ok((lane, tag, result)) = self.completions.try_recv() {
+        while self.deferred > 0
+            && let Ok((lane, tag, result)) = self.completions.try_recv()
+        {
             worked = true;
+            self.deferred -= 1;
             let response = self.decision_response(result);
             self.respond(lane, tag, &response)?;
         }
@@ -345,7 +366,15 @@ impl<'a> ChannelServer<'a> {
         Ok(worked)
     }
 
+    /// Whether the client thread that sent the last request runs on another CPU.
+    fn client_elsewhere(&self) -> bool {
+        self.last_lane.is_some_and(|lane| self.channel.client_elsewhere(lane))
+    }
+
     fn handle(&mut self, m: &Message) -> Result<(), ()> {
+        if !m.posted {
+            self.last_lane = Some(m.lane);
+        }
         let serving = self.breakdown.start();
         let result = self.handle_timed(m);
         self.breakdown.stop(Stage::Service, serving);
@@ -407,6 +436,7 @@ impl<'a> ChannelServer<'a> {
                 Ok(None) => {
                     let (engine, process) = (Arc::clone(engine), self.process);
                     let (tx, wake, lane, tag) = (self.completions_tx.clone(), Arc::clone(&self.wake), m.lane, m.tag);
+                    self.deferred += 1;
                     self.shared.runtime.spawn(async move {
                         let result = engine.request(process, fd, direction).await;
                         if tx.send((lane, tag, result)).is_ok() {

@@ -21,10 +21,12 @@
 mod grpc;
 mod shm;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::Duration;
 
 use trace2e_proto::{Decision, Direction, Fd, GrantId, IoOutcome};
@@ -121,6 +123,39 @@ struct Global {
 
 static CLIENT: Mutex<Option<Global>> = Mutex::new(None);
 
+/// Bumped whenever [`CLIENT`] changes: invalidates the threads' [`CACHED`] copies.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// This process's id; 0 until first asked and again in a forked child (cleared by a
+/// `pthread_atfork` handler). `getpid` is a system call, and a mediated I/O needs the
+/// pid on every flow to notice a fork.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forked_child() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+pub(crate) fn current_pid() -> u32 {
+    let pid = PID.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    static AT_FORK: Once = Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    });
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    pid
+}
+
+thread_local! {
+    /// This thread's copy of the global client, valid while its pid and generation
+    /// match: the common path takes no lock.
+    static CACHED: RefCell<Option<(u64, Client)>> = const { RefCell::new(None) };
+}
+
 /// A handle on the process-global client.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
@@ -135,12 +170,27 @@ pub(crate) struct Client {
 /// A failed creation is not cached: the next call tries again, so an application that
 /// starts before its daemon recovers once the daemon is up.
 pub(crate) fn client() -> Result<Client, DaemonUnavailable> {
-    let pid = std::process::id();
+    let pid = current_pid();
+    let generation = GENERATION.load(Ordering::Acquire);
+    let cached = CACHED
+        .try_with(|c| c.borrow().as_ref().filter(|(g, c)| *g == generation && c.pid == pid).map(|(_, c)| c.clone()))
+        .ok()
+        .flatten();
+    if let Some(client) = cached {
+        return Ok(client);
+    }
+    let (generation, client) = shared_client(pid)?;
+    let _ = CACHED.try_with(|c| *c.borrow_mut() = Some((generation, client.clone())));
+    Ok(client)
+}
+
+/// [`client`] through the global lock: the client of `pid` and the generation it has.
+fn shared_client(pid: u32) -> Result<(u64, Client), DaemonUnavailable> {
     let mut global = CLIENT.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(g) = global.as_ref()
         && g.pid == pid
     {
-        return Ok(Client { pid, transport: g.transport.clone() });
+        return Ok((GENERATION.load(Ordering::Acquire), Client { pid, transport: g.transport.clone() }));
     }
     if let Some(stale) = global.take() {
         // Inherited from the parent across fork: its runtime's threads do not exist in
@@ -149,7 +199,8 @@ pub(crate) fn client() -> Result<Client, DaemonUnavailable> {
     }
     let transport = new_transport()?;
     *global = Some(Global { pid, transport: transport.clone() });
-    Ok(Client { pid, transport })
+    let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    Ok((generation, Client { pid, transport }))
 }
 
 /// Drops the process-global client so that the next mediated operation creates a new one
@@ -160,4 +211,5 @@ pub(crate) fn client() -> Result<Client, DaemonUnavailable> {
 pub fn reset_client_for_benchmarks() {
     let mut global = CLIENT.lock().unwrap_or_else(PoisonError::into_inner);
     *global = None;
+    GENERATION.fetch_add(1, Ordering::AcqRel);
 }
