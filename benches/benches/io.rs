@@ -8,9 +8,10 @@
 //! - `tcp_read/<variant>/64B`: a 64 B read from a loopback stream a source thread keeps full.
 //! - `file_read_placement/<variant>/{other-core,same-core}`: the 64 B read with the bench
 //!   pinned to one CPU and the daemon pinned to another CPU, or to the same one. The
-//!   daemon's placement is irrelevant to `std`, measured under the same pinning. A daemon
-//!   with a CPU of its own runs as deployed for that case, polling it
-//!   (`--shm-linger-us 200`); on the client's CPU it runs with the default (no polling).
+//!   daemon's placement is irrelevant to `std`, measured under the same pinning. The
+//!   daemon runs with its defaults in both: its channel thread polls for the next call
+//!   (20 µs) only while the client runs on another CPU, so it polls in the first case
+//!   and sleeps at once in the second.
 //!
 //! Run: `cargo bench -p trace2e-benches --bench io` (see `perf/README.md`).
 
@@ -188,13 +189,7 @@ fn file_read_placement(c: &mut Criterion) {
             continue;
         };
         bench_cpus.pin_current_thread().expect("pin the bench thread");
-        // A daemon given a core of its own is deployed to poll it (`--shm-linger-us`): that
-        // is what the core is for. Sharing the client's core, it must not spin.
-        let args = match placement {
-            Placement::OtherCore => vec!["--shm-linger-us".to_owned(), "200".to_owned()],
-            Placement::SameCore => Vec::new(),
-        };
-        let options = DaemonOptions { cpus: Some(daemon_cpus), args, ..DaemonOptions::default() };
+        let options = DaemonOptions { cpus: Some(daemon_cpus), ..DaemonOptions::default() };
         let daemon = Daemon::start(&options).expect("start a pinned trace2ed");
         let dir = daemon.workdir("placement").unwrap();
         let path = dir.join("read.dat");

@@ -219,6 +219,9 @@ impl From<UnknownLabel> for EngineError {
 struct Core {
     state: State,
     cache: ComplianceCache,
+    /// Granted flows not yet reported, under the same lock as the state: a decision and
+    /// a report each take one lock.
+    grants: FastMap<GrantId, Grant>,
 }
 
 /// One flow as resolved from `(process, fd, direction)`.
@@ -274,7 +277,6 @@ pub struct Engine {
     rules: Rules,
     core: RwLock<Core>,
     reservations: ReservationTable<LabelId>,
-    grants: Mutex<FastMap<GrantId, Grant>>,
     next_grant: AtomicU64,
     consent: ConsentWaiters,
     federation: Arc<dyn Federation>,
@@ -391,8 +393,33 @@ impl Drop for RemoteClaim {
     }
 }
 
+/// Audit time: Unix µs, read off the monotonic clock from an anchor on the wall clock
+/// ([`resync_clock`], called by the lease ticker), so that a decision reads one clock
+/// for both its lease deadline and its record (each read is ~40 ns on a VM's kvm-clock).
+static CLOCK_ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+/// Unix µs at [`CLOCK_ORIGIN`]; 0 until first anchored.
+static CLOCK_OFFSET_US: AtomicU64 = AtomicU64::new(0);
+
+/// Re-anchors audit time on the wall clock (which may have been stepped meanwhile).
+pub fn resync_clock() {
+    let at = Instant::now();
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let since = at.saturating_duration_since(*CLOCK_ORIGIN).as_micros() as u64;
+    CLOCK_OFFSET_US.store(wall.saturating_sub(since).max(1), Ordering::Relaxed);
+}
+
+/// Unix µs of the monotonic instant `at`.
+fn wall_us(at: Instant) -> u64 {
+    let mut offset = CLOCK_OFFSET_US.load(Ordering::Relaxed);
+    if offset == 0 {
+        resync_clock();
+        offset = CLOCK_OFFSET_US.load(Ordering::Relaxed);
+    }
+    offset + at.saturating_duration_since(*CLOCK_ORIGIN).as_micros() as u64
+}
+
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    wall_us(Instant::now())
 }
 
 /// Appends an audit entry. Appending cannot fail; a failure would be a bug in `apply`.
@@ -416,11 +443,11 @@ impl Engine {
             core: RwLock::new(Core {
                 state: State::new(config.topology.node.clone()),
                 cache: ComplianceCache::default(),
+                grants: FastMap::default(),
             }),
             rules,
             config,
             reservations: ReservationTable::new(),
-            grants: Mutex::new(FastMap::default()),
             next_grant: AtomicU64::new(1),
             consent: ConsentWaiters::default(),
             federation,
@@ -489,7 +516,7 @@ impl Engine {
             core.state.apply(Change::Detach { process: id }).is_ok()
         };
         let grants: Vec<(GrantId, Grant)> = {
-            let mut grants = self.grants.lock();
+            let grants = &mut self.core.write().grants;
             let ids: Vec<GrantId> = grants.iter().filter(|(_, g)| g.flow.process == id).map(|(k, _)| *k).collect();
             ids.into_iter().filter_map(|k| grants.remove(&k).map(|g| (k, g))).collect()
         };
@@ -644,7 +671,7 @@ impl Engine {
             return Ok(None);
         };
         breakdown.stop(Stage::Reservation, reserving);
-        let Core { state, cache } = &mut *core;
+        let Core { state, cache, grants } = &mut *core;
         let evaluating = breakdown.start();
         let verdict = cache.evaluate_for(state, &self.rules, flow.source, flow.destination, None);
         breakdown.stop(Stage::Compliance, evaluating);
@@ -652,7 +679,7 @@ impl Engine {
             Verdict::Grant => {
                 let local = self.remote_owners(state, flow.source)?.is_empty();
                 if local || self.approved(&(flow.source, flow.destination, None), self.stamp(state, flow.source)?) {
-                    return self.grant(state, flow, reservation, None).map(Some);
+                    return self.grant(state, grants, flow, reservation, None).map(Some);
                 }
                 Ok(None)
             }
@@ -705,7 +732,7 @@ impl Engine {
         loop {
             let step = {
                 let mut core = self.core.write();
-                let Core { state, cache } = &mut *core;
+                let Core { state, cache, grants } = &mut *core;
                 let evaluating = breakdown.start();
                 let verdict = cache.evaluate_for(state, &self.rules, flow.source, flow.destination, destination_policy);
                 breakdown.stop(Stage::Compliance, evaluating);
@@ -715,7 +742,7 @@ impl Engine {
                         let owners = self.remote_owners(state, flow.source)?;
                         let key = (flow.source, flow.destination, destination_policy);
                         if owners.is_empty() || approved == Some(stamp) || self.approved(&key, stamp) {
-                            return self.grant(state, flow, reservation, remote_claim);
+                            return self.grant(state, grants, flow, reservation, remote_claim);
                         }
                         Step::AskOwners(owners, self.remote_target(state, &flow, destination_policy)?, stamp)
                     }
@@ -1003,6 +1030,7 @@ impl Engine {
     fn grant(
         &self,
         state: &mut State,
+        grants: &mut FastMap<GrantId, Grant>,
         flow: Flow,
         reservation: Reservation<LabelId>,
         remote: Option<RemoteClaim>,
@@ -1012,13 +1040,14 @@ impl Engine {
             return Err(EngineError::UnknownProcess { process: flow.process });
         }
         let id = GrantId(self.next_grant.fetch_add(1, Ordering::Relaxed));
-        let mut e = flow.entry(AuditKind::Request, now_us(), AuditOutcome::Granted);
+        let now = Instant::now();
+        let mut e = flow.entry(AuditKind::Request, wall_us(now), AuditOutcome::Granted);
         e.grant = Some(id);
         let appending = self.config.breakdown.start();
         audit(state, e);
         self.config.breakdown.stop(Stage::AuditAppend, appending);
-        let grant = Grant { flow, deadline: Instant::now() + self.config.lease, _reservation: reservation, remote };
-        self.grants.lock().insert(id, grant);
+        let grant = Grant { flow, deadline: now + self.config.lease, _reservation: reservation, remote };
+        grants.insert(id, grant);
         Ok(Decision::Grant(id))
     }
 
@@ -1028,20 +1057,17 @@ impl Engine {
     /// destination on a peer, the peer is told in the background (UpdateProvenance); its
     /// readers wait on its reservation until then, so the answer to the process need not.
     pub fn report(&self, process: ProcessId, grant: GrantId, outcome: IoOutcome) -> Result<(), EngineError> {
+        let performed = outcome.ok && outcome.bytes > 0;
         let mut g = {
-            let mut grants = self.grants.lock();
-            match grants.get(&grant) {
+            let mut core = self.core.write();
+            let Core { state, grants, .. } = &mut *core;
+            let g = match grants.get(&grant) {
                 None => return Err(EngineError::UnknownGrant { grant }),
                 Some(g) if g.flow.process != process => {
                     return Err(EngineError::WrongProcess { grant, process });
                 }
                 Some(_) => grants.remove(&grant).ok_or(EngineError::UnknownGrant { grant })?,
-            }
-        };
-        let performed = outcome.ok && outcome.bytes > 0;
-        {
-            let mut core = self.core.write();
-            let state = &mut core.state;
+            };
             let time_us = now_us();
             let breakdown = &self.config.breakdown;
             if performed && let Destination::Label(destination) = g.flow.destination {
@@ -1056,7 +1082,9 @@ impl Engine {
             let appending = breakdown.start();
             audit(state, e);
             breakdown.stop(Stage::AuditAppend, appending);
-        }
+            g
+        };
+        // The reservations are released (dropping `g`) only now that the report is applied.
         if let Some(claim) = g.remote.take() {
             claim.finish(performed, outcome.bytes);
         }
@@ -1089,9 +1117,10 @@ impl Engine {
 
     /// Ends every grant whose lease has passed; returns how many.
     pub fn expire_leases(&self) -> usize {
+        resync_clock();
         let now = Instant::now();
         let expired: Vec<(GrantId, Grant)> = {
-            let mut grants = self.grants.lock();
+            let grants = &mut self.core.write().grants;
             let ids: Vec<GrantId> = grants.iter().filter(|(_, g)| g.deadline <= now).map(|(k, _)| *k).collect();
             ids.into_iter().filter_map(|k| grants.remove(&k).map(|g| (k, g))).collect()
         };
@@ -1550,8 +1579,8 @@ impl Engine {
 
     /// Counters.
     pub fn status(&self) -> EngineStatus {
-        let active_grants = self.grants.lock().len();
         let core = self.core.read();
+        let active_grants = core.grants.len();
         let state = &core.state;
         EngineStatus {
             processes: state.enrollments().processes(),

@@ -84,6 +84,10 @@ pub struct Busy<K: Debug> {
 /// destination), so an uncontended acquire/release allocates nothing.
 pub type Claims<K> = SmallVec<[Claim<K>; 2]>;
 
+/// Idle entries (nothing held, nobody queued) are kept for reuse until the table has this
+/// many entries; then all idle ones are dropped at once (amortized O(1) per release).
+const IDLE_KEPT: usize = 4096;
+
 /// Identifier of a queued waiter; waiters are numbered in arrival order.
 type WaiterId = u64;
 
@@ -119,7 +123,7 @@ struct Waiter<K> {
 
 #[derive(Debug)]
 struct Table<K> {
-    /// Entries exist only while held or queued on.
+    /// Entries held or queued on, and idle ones kept for reuse (up to [`IDLE_KEPT`]).
     entries: FastMap<K, Entry>,
     waiters: FastMap<WaiterId, Waiter<K>>,
     next_waiter: WaiterId,
@@ -153,13 +157,10 @@ impl<K: Ord + Hash + Clone + Debug> Table<K> {
         }
         if queued {
             self.settle(claims.iter().map(|c| c.key.clone()).collect());
-        } else {
-            // Nobody waits on these keys: nothing to grant, only idle entries to drop.
-            for c in claims {
-                if self.entries.get(&c.key).is_some_and(Entry::idle) {
-                    self.entries.remove(&c.key);
-                }
-            }
+        } else if self.entries.len() > IDLE_KEPT {
+            // Nobody waits on these keys: nothing to grant. Idle entries are kept for the
+            // next flow on the same labels (no remove/insert per flow) up to a bound.
+            self.entries.retain(|_, e| !e.idle());
         }
     }
 
@@ -315,13 +316,13 @@ impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
 
     /// Number of keys currently held or queued on.
     pub fn len(&self) -> usize {
-        self.table.lock().entries.len()
+        self.table.lock().entries.values().filter(|e| !e.idle()).count()
     }
 
     /// Whether nothing is held and nobody waits.
     pub fn is_empty(&self) -> bool {
         let t = self.table.lock();
-        t.entries.is_empty() && t.waiters.is_empty()
+        t.entries.values().all(Entry::idle) && t.waiters.is_empty()
     }
 
     /// Number of queued requests.
