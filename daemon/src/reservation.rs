@@ -333,6 +333,12 @@ impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
 
 fn normalize<K: Ord>(claims: impl IntoIterator<Item = Claim<K>>) -> Claims<K> {
     let mut v: Claims<K> = claims.into_iter().collect();
+    if let [a, b] = &mut v[..]
+        && a.key < b.key
+    {
+        // A flow's (source, destination) pair, already in order: the common case.
+        return v;
+    }
     // Write sorts after Read: keep the last claim of each key, which is the strongest.
     v.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.mode.cmp(&b.mode)));
     v.dedup_by(|later, kept| {

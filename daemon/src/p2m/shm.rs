@@ -291,25 +291,31 @@ impl<'a> ChannelServer<'a> {
                 // cannot run while we spin. Clearing `polling` and scanning once more
                 // closes the race with a client that saw `polling` set and did not ring.
                 self.channel.begin_polling();
-                let mut last = Instant::now();
+                // When the thread last found work, read lazily: the clock is read only
+                // after 64 empty scans, so a request that lands right after a response
+                // (the common case) never waits for a clock_gettime (bench
+                // `file_read_placement/shm/other-core`).
+                let mut since: Option<Instant> = None;
                 let mut idle = 0u32;
                 let result = loop {
                     let result = self.drain();
                     match result {
-                        Ok(true) => idle = 0,
+                        Ok(true) => {
+                            idle = 0;
+                            since = None;
+                        }
                         Ok(false) => {
                             std::hint::spin_loop();
-                            idle += 1;
+                            idle = idle.wrapping_add(1);
                         }
                         Err(()) => break result,
                     }
-                    // Read the clock only now and then: a request that lands while
-                    // this thread is in clock_gettime waits for it (bench
-                    // `file_read_placement/shm/other-core`).
-                    if idle == 1 {
-                        last = Instant::now();
-                    } else if idle % 64 == 0 && (last.elapsed() >= linger || !self.client_elsewhere()) {
-                        break result;
+                    if idle % 64 == 63 {
+                        let now = Instant::now();
+                        let start = *since.get_or_insert(now);
+                        if now.duration_since(start) >= linger || !self.client_elsewhere() {
+                            break result;
+                        }
                     }
                 };
                 self.channel.end_polling();
