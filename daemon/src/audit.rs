@@ -625,6 +625,31 @@ mod tests {
     }
 
     #[test]
+    fn every_field_survives_the_compact_storage() {
+        let mut full = AuditEntry::new(AuditKind::RemoteCheck, 99, AuditOutcome::Denied(denial()));
+        full.process = Some(ProcessId { pid: 5, starttime: 6 });
+        full.fd = Some(Fd(9));
+        full.resource = LabelId::from_index(1);
+        full.source = LabelId::from_index(2);
+        full.destination = LabelId::from_index(3);
+        full.external_peer = Some("9.9.9.9:443".parse().unwrap());
+        full.consent_node = Some(NodeId::new("n2").unwrap());
+        full.peer = Some(NodeId::new("n3").unwrap());
+        full.direction = Some(Direction::Write);
+        full.bytes = 64;
+        full.grant = Some(GrantId(77));
+        full.policy = Some(Policy::default());
+        full.exe = Some("/bin/x".into());
+        let mut plain = AuditEntry::new(AuditKind::Report, 100, AuditOutcome::Ok);
+        plain.grant = Some(GrantId(78));
+        let mut log = AuditLog::default();
+        log.append(full.clone());
+        log.append(plain.clone());
+        let all = log.query(&AuditQuery::default(), None);
+        assert_eq!(all, vec![(1, full), (2, plain)]);
+    }
+
+    #[test]
     fn records_render_as_text_and_json() {
         let n1 = NodeId::new("n1").unwrap();
         let r = AuditRecord {

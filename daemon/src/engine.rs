@@ -1679,6 +1679,29 @@ mod tests {
         e.report(p, g, IoOutcome { ok: true, bytes }).unwrap();
     }
 
+    #[tokio::test]
+    async fn try_request_decides_at_once_or_takes_nothing() {
+        let e = engine();
+        let (p, q) = (attach(&e, 1), attach(&e, 2));
+        e.enroll(p, Fd(3), file("/a")).unwrap();
+        e.enroll(q, Fd(3), file("/a")).unwrap();
+        let g = grant_of(&e.try_request(p, Fd(3), Direction::Write).unwrap().expect("decided at once"));
+        let recorded = e.audit(&AuditQuery::default()).len();
+        assert!(e.try_request(q, Fd(3), Direction::Read).unwrap().is_none(), "p's write holds /a");
+        assert_eq!(e.audit(&AuditQuery::default()).len(), recorded, "a refused try records nothing");
+        assert_eq!(e.status().active_grants, 1);
+        let waiting = {
+            let e = Arc::clone(&e);
+            tokio::spawn(async move { e.request(q, Fd(3), Direction::Read).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        e.report(p, g, IoOutcome { ok: true, bytes: 4 }).unwrap();
+        let read = grant_of(&within(waiting).await.unwrap().unwrap());
+        e.report(q, read, IoOutcome { ok: true, bytes: 4 }).unwrap();
+        assert!(e.provenance(&Resource::Process(q)).contains(&at(&Resource::Process(p))));
+        assert!(e.reservations_idle());
+    }
+
     #[test]
     fn the_engine_is_send_and_sync() {
         fn check<T: Send + Sync>() {}

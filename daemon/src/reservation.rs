@@ -432,6 +432,41 @@ mod tests {
         assert_eq!(&*c, &[Claim::write(1), Claim::read(2), Claim::write(3)]);
     }
 
+    #[test]
+    fn try_acquire_never_overtakes_and_idle_entries_stay_bounded() {
+        let table = ReservationTable::new();
+        let held = table.try_acquire([Claim::write(1)]).expect("free");
+        assert!(table.try_acquire([Claim::read(1)]).is_none(), "held by a writer");
+        assert!(table.try_acquire([Claim::read(2), Claim::write(1)]).is_none());
+        assert_eq!(table.len(), 1, "a refused try takes nothing");
+        drop(held);
+        assert!(table.is_empty());
+        // Many distinct labels reserved and released: idle entries are swept past the bound.
+        for key in 0..(3 * IDLE_KEPT as u32) {
+            drop(table.try_acquire([Claim::read(key), Claim::write(key + 1)]).expect("free"));
+        }
+        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
+        assert!(table.table.lock().entries.len() <= IDLE_KEPT + 2);
+    }
+
+    #[tokio::test]
+    async fn try_acquire_does_not_pass_a_queued_waiter() {
+        let table = ReservationTable::new();
+        let reader = table.try_acquire([Claim::read(1)]).expect("free");
+        let waiting = {
+            let table = table.clone();
+            tokio::spawn(async move { table.acquire([Claim::write(1)], LONG).await })
+        };
+        until(|| table.waiting() == 1).await;
+        // Compatible with the holder, but a writer is queued first: FIFO.
+        assert!(table.try_acquire([Claim::read(1)]).is_none());
+        drop(reader);
+        let writer = within(waiting).await.unwrap().expect("granted");
+        drop(writer);
+        assert!(table.is_empty());
+    }
+
     #[tokio::test]
     async fn readers_share_writer_excludes() {
         let t = ReservationTable::new();

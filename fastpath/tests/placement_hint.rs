@@ -1,0 +1,60 @@
+//! The placement hint a worker polls by: `Channel::client_elsewhere` says whether the
+//! client thread of a lane last called from another CPU than the worker's.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use trace2e_fastpath::{Client, Listener, ServerConfig};
+
+fn pin_current_thread(cpu: usize) -> bool {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` < CPU_SETSIZE and `set` is a valid cpu_set_t.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+/// Serves one call from a client thread pinned to `client_cpu`, on a worker pinned to
+/// CPU 0; returns what `client_elsewhere` said for the call's lane.
+fn hint_for_client_on(client_cpu: usize) -> bool {
+    let path = common::socket_path("placement");
+    let listener = Listener::bind(&path, ServerConfig::default()).unwrap();
+    let path_dir = path.parent().unwrap().to_owned();
+    let client = std::thread::spawn(move || {
+        assert!(pin_current_thread(client_cpu));
+        let client = Client::connect(&path).unwrap();
+        client.call(7, b"where am I").unwrap()
+    });
+    assert!(pin_current_thread(0));
+    let mut channel = listener.accept().unwrap().attach().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lane = None;
+    while lane.is_none() {
+        assert!(Instant::now() < deadline, "no call arrived");
+        channel.poll_requests(1, |r| lane = Some((r.lane, r.tag))).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (lane, tag) = lane.unwrap();
+    let elsewhere = channel.client_elsewhere(lane);
+    channel.respond(lane, tag, 8, b"").unwrap();
+    assert_eq!(client.join().unwrap().kind, 8);
+    let _ = std::fs::remove_dir_all(path_dir);
+    elsewhere
+}
+
+#[test]
+fn a_client_on_the_workers_cpu_is_not_elsewhere() {
+    assert!(!hint_for_client_on(0));
+}
+
+#[test]
+fn a_client_on_another_cpu_is_elsewhere() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 || !pin_current_thread(1) {
+        eprintln!("skipped: needs two usable CPUs");
+        return;
+    }
+    assert!(hint_for_client_on(1));
+}
