@@ -316,6 +316,9 @@ impl<'a> ChannelServer<'a> {
                         if now.duration_since(start) >= linger || !self.client_elsewhere() {
                             break result;
                         }
+                        // Poll only with otherwise idle CPU: another runnable thread here
+                        // (another client, or another channel's thread) goes first.
+                        std::thread::yield_now();
                     }
                 };
                 self.channel.end_polling();
