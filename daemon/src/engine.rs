@@ -649,8 +649,9 @@ impl Engine {
 
     /// [`Engine::request`] when it needs no waiting: `None` (and nothing taken or
     /// recorded) when the flow's labels are reserved by others or queued on, its
-    /// destination is on a peer, an owner must consent, or a peer owns one of its
-    /// sources and has not approved this flow recently; the caller then runs
+    /// destination is on a peer that must be asked (not the steady state of
+    /// [`Engine::shortcut`]), an owner must consent, or a peer owns one of its sources
+    /// and has not approved this flow recently; the caller then runs
     /// [`Engine::request`]. Otherwise the whole decision — resolve, reserve, evaluate,
     /// grant or deny, audit — under one acquisition of the state lock, allocating
     /// nothing (bench `engine`). A shared-memory channel thread calls this inline.
@@ -664,21 +665,35 @@ impl Engine {
         let reserving = breakdown.start();
         let mut core = self.core.write();
         let flow = self.resolve(&mut core.state, process, fd, direction)?;
-        if self.remote_destination(&core.state, &flow).is_some() {
-            return Ok(None);
-        }
+        let remote = self.remote_destination(&core.state, &flow).is_some();
         let Some(reservation) = self.reservations.try_acquire(flow.claims()) else {
             return Ok(None);
         };
         breakdown.stop(Stage::Reservation, reserving);
         let Core { state, cache, grants } = &mut *core;
+        // A destination on a peer is decided here only in the steady state that needs
+        // no M2M call (see [`Engine::shortcut`]; the source is reserved and the state
+        // locked, so its provenance version cannot change before the grant).
+        let destination_policy = match (remote, flow.destination) {
+            (false, _) => None,
+            (true, Destination::Label(destination)) => {
+                let version = state.label(flow.source).ok_or(UnknownLabel(flow.source))?.provenance.version();
+                let epoch = self.remote_epoch.load(Ordering::Acquire);
+                match self.shortcut(flow.source, destination, version, epoch) {
+                    Some(policy) => Some(policy),
+                    None => return Ok(None),
+                }
+            }
+            (true, Destination::External { .. }) => return Ok(None),
+        };
         let evaluating = breakdown.start();
-        let verdict = cache.evaluate_for(state, &self.rules, flow.source, flow.destination, None);
+        let verdict = cache.evaluate_for(state, &self.rules, flow.source, flow.destination, destination_policy);
         breakdown.stop(Stage::Compliance, evaluating);
         match verdict? {
             Verdict::Grant => {
                 let local = self.remote_owners(state, flow.source)?.is_empty();
-                if local || self.approved(&(flow.source, flow.destination, None), self.stamp(state, flow.source)?) {
+                let key = (flow.source, flow.destination, destination_policy);
+                if local || self.approved(&key, self.stamp(state, flow.source)?) {
                     return self.grant(state, grants, flow, reservation, None).map(Some);
                 }
                 Ok(None)
