@@ -11,11 +11,11 @@
 //! provenance sorted by `LocalizedResource`" (the first offender is named); then consent.
 //! Consent is asked only when every deterministic rule passes.
 
-use crate::FastMap;
 use std::net::SocketAddr;
 
 use trace2e_proto::{Confidentiality, Denial, IntegrityLevel, LocalizedResource, NodeId, Policy, PolicyKind, Resource};
 
+use crate::FastMap;
 use crate::provenance::LabelId;
 use crate::state::{ConsentKey, Label, State};
 use crate::topology::{Owner, Topology};

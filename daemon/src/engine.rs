@@ -11,14 +11,12 @@
 //! [`Engine::check_sources`], ...) for `federation`'s M2M server. See "Across nodes"
 //! below [`Engine::request`] for the protocol and its consistency argument.
 //!
-//! Locks: `core` (durable [`State`] plus the compliance cache) is a `parking_lot` lock
-//! held for short, non-async sections; `grants`, `remote_holds`, `approvals` and
-//! `pushed` are taken alone or inside `core`, never the other way round; no lock is held
-//! across an `.await`.
+//! Locks: `core` (durable [`State`], the compliance cache and the grants) is a
+//! `parking_lot` lock held for short, non-async sections; the reservation table,
+//! `remote_holds`, `approvals`, `all_local` and `pushed` are taken alone or inside `core`,
+//! never the other way round; no lock is held across an `.await`.
 
 use std::collections::BTreeMap;
-
-use crate::FastMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +28,7 @@ use trace2e_proto::{
     Policy, PolicyKind, ProcessId, Resource,
 };
 
+use crate::FastMap;
 use crate::audit::{AuditEntry, AuditKind, AuditOutcome, AuditQuery, AuditRecord};
 use crate::breakdown::Stage;
 use crate::compliance::{ComplianceCache, Destination, Rules, Target, UnknownLabel, Verdict, evaluate_owned};

@@ -5,12 +5,11 @@
 //! `state::State::apply` calls its mutators.
 
 use std::collections::BTreeSet;
-
-use crate::FastMap;
 use std::path::PathBuf;
 
 use trace2e_proto::{Fd, ProcessId};
 
+use crate::FastMap;
 use crate::provenance::LabelId;
 
 /// An attached process.

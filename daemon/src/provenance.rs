@@ -10,9 +10,9 @@
 //! and remembers the version of every source it merged: a repeated flow from an
 //! unchanged source is O(1).
 
-use crate::FastMap;
-
 use trace2e_proto::LocalizedResource;
+
+use crate::FastMap;
 
 /// An interned label: one `LocalizedResource` known to this daemon. Ids are dense,
 /// allocated in order from 0, never reused.

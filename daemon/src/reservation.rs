@@ -31,8 +31,6 @@
 //! meantime but never picked up, releases what it was granted.
 
 use std::collections::VecDeque;
-
-use crate::FastMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -41,6 +39,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
+
+use crate::FastMap;
 
 /// How a key is claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,7 +85,8 @@ pub struct Busy<K: Debug> {
 pub type Claims<K> = SmallVec<[Claim<K>; 2]>;
 
 /// Idle entries (nothing held, nobody queued) are kept for reuse until the table has this
-/// many entries; then all idle ones are dropped at once (amortized O(1) per release).
+/// many entries (or twice what the last sweep left, if more); then all idle ones are
+/// dropped at once: amortized O(1) per release.
 const IDLE_KEPT: usize = 4096;
 
 /// Identifier of a queued waiter; waiters are numbered in arrival order.
@@ -127,6 +128,8 @@ struct Table<K> {
     entries: FastMap<K, Entry>,
     waiters: FastMap<WaiterId, Waiter<K>>,
     next_waiter: WaiterId,
+    /// Sweep idle entries once `entries` grows past this.
+    sweep_at: usize,
 }
 
 impl<K: Ord + Hash + Clone + Debug> Table<K> {
@@ -157,10 +160,11 @@ impl<K: Ord + Hash + Clone + Debug> Table<K> {
         }
         if queued {
             self.settle(claims.iter().map(|c| c.key.clone()).collect());
-        } else if self.entries.len() > IDLE_KEPT {
+        } else if self.entries.len() > self.sweep_at {
             // Nobody waits on these keys: nothing to grant. Idle entries are kept for the
             // next flow on the same labels (no remove/insert per flow) up to a bound.
             self.entries.retain(|_, e| !e.idle());
+            self.sweep_at = IDLE_KEPT.max(2 * self.entries.len());
         }
     }
 
@@ -252,6 +256,7 @@ impl<K: Ord + Hash + Clone + Debug> ReservationTable<K> {
                 entries: FastMap::default(),
                 waiters: FastMap::default(),
                 next_waiter: 0,
+                sweep_at: IDLE_KEPT,
             })),
         }
     }

@@ -6,12 +6,11 @@
 //! [`Change`] value, so persistence can log them and replay them in order. It does not
 //! decide anything, and does not hold transient state (reservations, grants, consent
 //! waiters, caches).
-
-use crate::FastMap;
 use std::path::PathBuf;
 
 use trace2e_proto::{Confidentiality, Fd, IntegrityLevel, LocalizedResource, NodeId, ProcessId, Resource};
 
+use crate::FastMap;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::enrollment::{Enrollments, ProcessRecord};
 use crate::provenance::{LabelId, LabelProvenance, Lineage, Merge};

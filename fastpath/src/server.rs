@@ -52,7 +52,7 @@ impl ServerConfig {
         Err(_) => panic!("default geometry is valid"),
     };
 
-    /// The default linger for this machine (see [`ServerConfig::linger`]).
+    /// The default linger (see [`ServerConfig::linger`]).
     pub fn default_linger() -> Duration {
         Duration::from_micros(20)
     }

@@ -291,10 +291,10 @@ impl<'a> ChannelServer<'a> {
                 // cannot run while we spin. Clearing `polling` and scanning once more
                 // closes the race with a client that saw `polling` set and did not ring.
                 self.channel.begin_polling();
-                // When the thread last found work, read lazily: the clock is read only
-                // after 64 empty scans, so a request that lands right after a response
-                // (the common case) never waits for a clock_gettime (bench
-                // `file_read_placement/shm/other-core`).
+                // The clock is read only every 64 empty scans (the linger counts from
+                // the first such read after the last work), so a request that lands
+                // right after a response, the common case, never waits for a
+                // clock_gettime (bench `file_read_placement/shm/other-core`).
                 let mut since: Option<Instant> = None;
                 let mut idle = 0u32;
                 let result = loop {
