@@ -19,9 +19,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Throughput};
 use trace2e_benches::daemon::binary;
-use trace2e_benches::{MEASUREMENT, SAMPLES, WARM_UP};
+use trace2e_benches::{MEASUREMENT, SAMPLES};
 
 const SIZE: usize = 64;
 
@@ -88,11 +88,7 @@ fn sink(ip: &str) -> SocketAddr {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .warm_up_time(WARM_UP)
-        .measurement_time(MEASUREMENT)
-        .sample_size(SAMPLES)
-        .configure_from_args();
+    let mut c = trace2e_benches::criterion(MEASUREMENT, SAMPLES);
     let (a_ip, b_ip) = ("127.0.0.2", "127.0.0.3");
     let (a_port, b_port) = (free_port(a_ip), free_port(b_ip));
     let a = Node::start("node-a", a_ip, a_port, &format!("node-b={b_ip}:{b_port}"));

@@ -24,17 +24,13 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement:
 use trace2e_benches::daemon::{Daemon, DaemonOptions};
 use trace2e_benches::placement::{CpuSet, Placement};
 use trace2e_benches::transport::Variants;
-use trace2e_benches::{FEW_SAMPLES, MEASUREMENT, SAMPLES, WARM_UP};
+use trace2e_benches::{FEW_SAMPLES, MEASUREMENT, SAMPLES};
 
 const SIZES: [(&str, usize); 3] = [("64B", 64), ("4KiB", 4096), ("1MiB", 1 << 20)];
 const TCP_SIZE: usize = 64;
 
 fn main() {
-    let mut c = Criterion::default()
-        .warm_up_time(WARM_UP)
-        .measurement_time(MEASUREMENT)
-        .sample_size(SAMPLES)
-        .configure_from_args();
+    let mut c = trace2e_benches::criterion(MEASUREMENT, SAMPLES);
     let daemon = Daemon::start(&DaemonOptions::default()).expect("start trace2ed");
     let dir = daemon.workdir("io").expect("bench directory");
     let variants = Variants::probe(&daemon, &dir);

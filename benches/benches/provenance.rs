@@ -16,17 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Throughput};
 use trace2e_benches::daemon::{Daemon, DaemonOptions, binary};
 use trace2e_benches::transport::{Variant, Variants};
-use trace2e_benches::{MEASUREMENT, SAMPLES, WARM_UP, full_run};
+use trace2e_benches::{MEASUREMENT, SAMPLES, full_run};
 
 fn main() {
-    let mut c = Criterion::default()
-        .warm_up_time(WARM_UP)
-        .measurement_time(MEASUREMENT)
-        .sample_size(SAMPLES)
-        .configure_from_args();
+    let mut c = trace2e_benches::criterion(MEASUREMENT, SAMPLES);
     if !trace2e_benches::selected("provenance") {
         return;
     }

@@ -13,22 +13,18 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Throughput};
 use serde_json::json;
+use trace2e_benches::FEW_SAMPLES;
 use trace2e_benches::daemon::{Daemon, DaemonOptions};
 use trace2e_benches::summary::{criterion_median_ns, write_summary};
 use trace2e_benches::transport::Variants;
 use trace2e_benches::workers::{LoadWorker, READ_SIZE};
-use trace2e_benches::{FEW_SAMPLES, WARM_UP};
 
 const PROCESSES: [usize; 3] = [1, 2, 4];
 
 fn main() {
-    let mut c = Criterion::default()
-        .warm_up_time(WARM_UP)
-        .measurement_time(Duration::from_secs(4))
-        .sample_size(FEW_SAMPLES)
-        .configure_from_args();
+    let mut c = trace2e_benches::criterion(Duration::from_secs(4), FEW_SAMPLES);
     if !trace2e_benches::selected("throughput") {
         return;
     }

@@ -76,3 +76,13 @@ pub const MEASUREMENT: Duration = Duration::from_secs(3);
 pub const SAMPLES: usize = 40;
 /// Samples for benchmarks whose iterations are long (1 MiB I/O, multi-process runs).
 pub const FEW_SAMPLES: usize = 15;
+
+/// A criterion runner with the shared warm-up, this measurement time and sample count,
+/// then the command line's settings (which win).
+pub fn criterion(measurement: Duration, samples: usize) -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(WARM_UP)
+        .measurement_time(measurement)
+        .sample_size(samples)
+        .configure_from_args()
+}

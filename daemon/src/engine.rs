@@ -2243,6 +2243,19 @@ mod tests {
         (Resource::stream(a, b), Resource::stream(b, a))
     }
 
+    /// n1's process 1 reads 4 bytes of `path` (fd 3) and writes them to n2 over the
+    /// stream (fd 4); returns it and n2's side of the stream once n2 merged the write.
+    async fn sent_to_n2(e1: &Engine, f1: &Loopback, e2: &Engine, path: &str) -> (ProcessId, Resource) {
+        let writer = attach(e1, 1);
+        let (out, inn) = streams();
+        e1.enroll(writer, Fd(3), file(path)).unwrap();
+        e1.enroll(writer, Fd(4), out).unwrap();
+        io(e1, writer, 3, Direction::Read, 4).await;
+        io(e1, writer, 4, Direction::Write, 4).await;
+        settle(|| f1.count("update") == 1 && e2.status().remote_reservations == 0).await;
+        (writer, inn)
+    }
+
     async fn settle(cond: impl Fn() -> bool) {
         within(async {
             while !cond() {
@@ -2303,13 +2316,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn owners_decide_for_their_resources_and_unreachable_owners_deny() {
         let (e1, f1, e2, f2) = pair();
-        let writer = attach(&e1, 1);
-        let (out, inn) = streams();
-        e1.enroll(writer, Fd(3), file("/secret")).unwrap();
-        e1.enroll(writer, Fd(4), out).unwrap();
-        io(&e1, writer, 3, Direction::Read, 4).await;
-        io(&e1, writer, 4, Direction::Write, 4).await;
-        settle(|| f1.count("update") == 1 && e2.status().remote_reservations == 0).await;
+        let (writer, inn) = sent_to_n2(&e1, &f1, &e2, "/secret").await;
         let reader = attach(&e2, 2);
         e2.enroll(reader, Fd(3), inn).unwrap();
         e2.enroll(reader, Fd(4), file("/copy")).unwrap();
@@ -2354,13 +2361,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_remote_consent_question_waits_for_the_owner() {
         let (e1, f1, e2, _f2) = pair();
-        let writer = attach(&e1, 1);
-        let (out, inn) = streams();
-        e1.enroll(writer, Fd(3), file("/owned")).unwrap();
-        e1.enroll(writer, Fd(4), out).unwrap();
-        io(&e1, writer, 3, Direction::Read, 4).await;
-        io(&e1, writer, 4, Direction::Write, 4).await;
-        settle(|| f1.count("update") == 1 && e2.status().remote_reservations == 0).await;
+        let (_writer, inn) = sent_to_n2(&e1, &f1, &e2, "/owned").await;
         e1.set_consent_enforced(&file("/owned"), true).unwrap();
         let reader = attach(&e2, 2);
         e2.enroll(reader, Fd(3), inn).unwrap();

@@ -8,8 +8,6 @@ mod support;
 use support::cluster::*;
 use support::*;
 
-const NODES: &[(&str, &str)] = &[("node-a", "127.0.0.2"), ("node-b", "127.0.0.3"), ("node-c", "127.0.0.4")];
-
 #[test]
 fn a_secret_original_stops_its_remote_copies_until_it_is_public_again() {
     let cluster = Cluster::start(NODES, &[]);

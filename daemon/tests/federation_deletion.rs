@@ -7,8 +7,6 @@ mod support;
 use support::cluster::*;
 use support::*;
 
-const NODES: &[(&str, &str)] = &[("node-a", "127.0.0.2"), ("node-b", "127.0.0.3"), ("node-c", "127.0.0.4")];
-
 #[test]
 fn nothing_derived_from_a_deleted_original_flows_anywhere() {
     let cluster = Cluster::start(NODES, &[]);

@@ -9,7 +9,6 @@ mod support;
 use support::cluster::*;
 use support::*;
 
-const NODES: &[(&str, &str)] = &[("node-a", "127.0.0.2"), ("node-b", "127.0.0.3"), ("node-c", "127.0.0.4")];
 /// Short deadlines keep the failure paths fast.
 const FLAGS: &[&str] = &["--m2m-timeout-ms", "500", "--consent-timeout-ms", "1000"];
 

@@ -8,8 +8,6 @@ mod support;
 use support::cluster::*;
 use support::*;
 
-const NODES: &[(&str, &str)] = &[("node-a", "127.0.0.2"), ("node-b", "127.0.0.3"), ("node-c", "127.0.0.4")];
-
 #[test]
 fn provenance_follows_a_file_from_node_to_node() {
     let cluster = Cluster::start(NODES, &["--m2m-timeout-ms", "2000"]);

@@ -7,8 +7,6 @@ mod support;
 use support::cluster::*;
 use support::*;
 
-const NODES: &[(&str, &str)] = &[("node-a", "127.0.0.2"), ("node-b", "127.0.0.3"), ("node-c", "127.0.0.4")];
-
 #[test]
 fn a_protected_file_refuses_data_from_a_low_level_remote_executable() {
     let cluster = Cluster::start(NODES, &[]);

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// The three nodes of the federation scenarios, each owning a loopback address.
+pub const NODES: &[(&str, &str)] = &[("node-a", "127.0.0.2"), ("node-b", "127.0.0.3"), ("node-c", "127.0.0.4")];
+
 /// One node of a [`Cluster`].
 pub struct Node {
     pub name: String,
