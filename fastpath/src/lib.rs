@@ -109,7 +109,8 @@
 //! - `tests/hostile_peer.rs` for what a malicious client can and cannot do.
 //! - The loom models at the bottom of `src/ring.rs`:
 //!   `RUSTFLAGS="--cfg loom" cargo test -p trace2e-fastpath --release --lib loom`.
-//! - `fuzz/` for the cargo-fuzz target over the daemon's slot parsing.
+//! - `fuzz/` for the cargo-fuzz target over the daemon's slot parsing, on the stable
+//!   toolchain: `RUSTC_BOOTSTRAP=1 cargo fuzz run server_slots` from `fastpath/`.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![cfg(target_os = "linux")]
