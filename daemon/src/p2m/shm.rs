@@ -49,6 +49,15 @@ use crate::process::ProcError;
 /// How long a posted report may wait in a quiet channel before the daemon applies it.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
 
+/// [`DRAIN_INTERVAL`] as an epoll timeout.
+const DRAIN_TIMEOUT: rustix::event::Timespec =
+    rustix::event::Timespec { tv_sec: DRAIN_INTERVAL.as_secs() as i64, tv_nsec: DRAIN_INTERVAL.subsec_nanos() as i64 };
+
+/// A non-blocking, close-on-exec eventfd: a wake-up source for a channel thread's epoll.
+fn eventfd() -> rustix::io::Result<OwnedFd> {
+    rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
+}
+
 /// Settings of the shared-memory P2M server.
 #[derive(Debug, Clone)]
 pub struct ShmConfig {
@@ -86,10 +95,7 @@ impl ShmServer {
             clients,
             runtime,
             stop: AtomicBool::new(false),
-            stopped: rustix::event::eventfd(
-                0,
-                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-            )?,
+            stopped: eventfd()?,
             attached: AtomicUsize::new(0),
             linger: config.server.linger,
             max_per_wake: config.server.max_per_wake.max(1),
@@ -246,8 +252,7 @@ const STOPPED: u64 = 4;
 
 impl<'a> ChannelServer<'a> {
     fn new(channel: Channel, process: ProcessId, shared: &'a Arc<Shared>) -> rustix::io::Result<Self> {
-        let wake =
-            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
+        let wake = eventfd()?;
         let (completions_tx, completions) = mpsc::channel();
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         // Edge-triggered: every ring is an event of its own (eventfd wakes its waiters on
@@ -515,11 +520,7 @@ impl<'a> ChannelServer<'a> {
     /// channel sets no timer: 100 idle clients cost no wake-ups (bench `idle`). `false`
     /// when the client is gone.
     fn sleep(&mut self) -> bool {
-        let drain = rustix::event::Timespec {
-            tv_sec: DRAIN_INTERVAL.as_secs() as i64,
-            tv_nsec: i64::from(DRAIN_INTERVAL.subsec_nanos()),
-        };
-        let timeout = (self.outstanding > 0).then_some(&drain);
+        let timeout = (self.outstanding > 0).then_some(&DRAIN_TIMEOUT);
         let mut events = [epoll::Event { flags: epoll::EventFlags::empty(), data: epoll::EventData::new_u64(0) }; 5];
         let n = match epoll::wait(&self.epoll, &mut events, timeout) {
             Ok(n) => n,
