@@ -354,10 +354,10 @@ impl serde::Serialize for AuditRecord {
     }
 }
 
-/// Bytes of one chunk's buffer: 4 MiB less the allocator's header, so that the buffer
-/// is one 4 MiB anonymous mapping, which the kernel places on a 2 MiB boundary. See
-/// [`new_chunk`].
-const CHUNK_BYTES: usize = (4 << 20) - 64;
+/// Bytes of one chunk's buffer: 4 MiB less room for the allocator's header and
+/// alignment, so that the buffer is one 4 MiB anonymous mapping, which the kernel
+/// places on a 2 MiB boundary. See [`new_chunk`].
+const CHUNK_BYTES: usize = (4 << 20) - 4096;
 
 /// Entries per chunk of the log.
 const CHUNK: usize = CHUNK_BYTES / size_of::<Stored>();
@@ -407,12 +407,13 @@ impl Present {
     }
 }
 
-/// How the log keeps an [`AuditEntry`]: one cache line. Two records are appended per
-/// mediated I/O, each to memory never touched before, so their size is page faults
-/// (bench `engine/read_request_report`): the fields of a flow's records are inline,
-/// their options as presence bits, and everything else is boxed. Converted back at
-/// query time.
+/// How the log keeps an [`AuditEntry`]: one cache line, aligned on one. Two records
+/// are appended per mediated I/O, each to memory never touched before, so their size
+/// is page faults and cache misses (a record straddling two lines cost ~10 % of 1-client
+/// throughput, `t2e-load`): the fields of a flow's records are inline, their options as
+/// presence bits, and everything else is boxed. Converted back at query time.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 struct Stored {
     time_us: u64,
     bytes: u64,
