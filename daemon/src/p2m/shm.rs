@@ -460,23 +460,41 @@ impl<'a> ChannelServer<'a> {
                     }
                 }
             }
-            // Most decisions need no waiting: take them at once, on this thread.
-            WireRequest::Request { fd, direction } => match engine.try_request(self.process, fd, direction) {
-                Ok(Some(decision)) => self.decision_response(Ok(decision)),
-                Err(e) => self.decision_response(Err(e)),
-                Ok(None) => {
-                    let (engine, process) = (Arc::clone(engine), self.process);
-                    let (tx, wake, lane, tag) = (self.completions_tx.clone(), Arc::clone(&self.wake), m.lane, m.tag);
-                    self.deferred += 1;
-                    self.shared.runtime.spawn(async move {
-                        let result = engine.request(process, fd, direction).await;
-                        if tx.send((lane, tag, result)).is_ok() {
-                            let _ = rustix::io::write(wake.as_fd(), &1u64.to_ne_bytes());
+            // Most decisions need no waiting: take them at once, on this thread, and answer
+            // a grant before its audit record is written (see `try_request_answering`).
+            WireRequest::Request { fd, direction } => {
+                let (channel, reply, breakdown) = (&mut self.channel, &mut self.reply, &*self.breakdown);
+                let mut answered = None;
+                let decided = engine.try_request_answering(self.process, fd, direction, |decision| {
+                    if !m.posted {
+                        let response = WireResponse::Decision(decision.clone());
+                        answered = Some(send(channel, reply, breakdown, m.lane, m.tag, &response, self.process));
+                    }
+                });
+                match decided {
+                    Ok(Some(decision)) => match answered {
+                        Some(sent) => {
+                            self.count(&decision);
+                            return sent;
                         }
-                    });
-                    return Ok(());
+                        None => self.decision_response(Ok(decision)),
+                    },
+                    Err(e) => self.decision_response(Err(e)),
+                    Ok(None) => {
+                        let (engine, process) = (Arc::clone(engine), self.process);
+                        let (tx, wake, lane, tag) =
+                            (self.completions_tx.clone(), Arc::clone(&self.wake), m.lane, m.tag);
+                        self.deferred += 1;
+                        self.shared.runtime.spawn(async move {
+                            let result = engine.request(process, fd, direction).await;
+                            if tx.send((lane, tag, result)).is_ok() {
+                                let _ = rustix::io::write(wake.as_fd(), &1u64.to_ne_bytes());
+                            }
+                        });
+                        return Ok(());
+                    }
                 }
-            },
+            }
         };
         self.answer(m, &response)
     }
@@ -484,12 +502,17 @@ impl<'a> ChannelServer<'a> {
     fn decision_response(&mut self, result: Result<Decision, EngineError>) -> WireResponse {
         match result {
             Ok(decision) => {
-                if matches!(decision, Decision::Grant(_)) {
-                    self.outstanding += 1;
-                }
+                self.count(&decision);
                 WireResponse::Decision(decision)
             }
             Err(e) => engine_error(e),
+        }
+    }
+
+    /// Counts an answered grant as outstanding until its report.
+    fn count(&mut self, decision: &Decision) {
+        if matches!(decision, Decision::Grant(_)) {
+            self.outstanding += 1;
         }
     }
 
@@ -501,18 +524,7 @@ impl<'a> ChannelServer<'a> {
     }
 
     fn respond(&mut self, lane: Lane, tag: Tag, response: &WireResponse) -> Result<(), ()> {
-        let encoding = self.breakdown.start();
-        let kind = response.encode(&mut self.reply);
-        self.breakdown.stop(Stage::Codec, encoding);
-        match self.channel.respond(lane, tag, kind, &self.reply) {
-            Ok(()) => Ok(()),
-            // A client that does not read its responses only hurts itself.
-            Err(trace2e_fastpath::RespondError::Full) => Ok(()),
-            Err(e) => {
-                tracing::warn!(process = %self.process, error = %e, "cannot answer; channel closed");
-                Err(())
-            }
-        }
+        send(&mut self.channel, &mut self.reply, &self.breakdown, lane, tag, response, self.process)
     }
 
     /// Sleeps until the doorbell rings, a deferred decision completes, the client goes,
@@ -547,6 +559,32 @@ impl<'a> ChannelServer<'a> {
             let _ = rustix::io::read(self.wake.as_fd(), &mut buf);
         }
         true
+    }
+}
+
+/// Encodes `response` into `reply` and sends it on `channel`; `Err` when the channel is
+/// finished. Takes the channel's parts, not the channel server, so that it can answer
+/// from inside an engine call ([`ChannelServer::handle_timed`]).
+fn send(
+    channel: &mut Channel,
+    reply: &mut Vec<u8>,
+    breakdown: &Breakdown,
+    lane: Lane,
+    tag: Tag,
+    response: &WireResponse,
+    process: ProcessId,
+) -> Result<(), ()> {
+    let encoding = breakdown.start();
+    let kind = response.encode(reply);
+    breakdown.stop(Stage::Codec, encoding);
+    match channel.respond(lane, tag, kind, reply) {
+        Ok(()) => Ok(()),
+        // A client that does not read its responses only hurts itself.
+        Err(trace2e_fastpath::RespondError::Full) => Ok(()),
+        Err(e) => {
+            tracing::warn!(%process, error = %e, "cannot answer; channel closed");
+            Err(())
+        }
     }
 }
 
