@@ -605,6 +605,17 @@ impl AuditLog {
         }
         if let Some(chunk) = self.chunks.last_mut() {
             chunk.push(Stored::from(entry));
+            // The next record's line is memory never touched since its page was zeroed:
+            // fetch it now, while the flow goes on, not under the next decision (1-client
+            // `t2e-load`, 16 alternating runs: median 378k -> 409k reads/s).
+            #[cfg(target_arch = "x86_64")]
+            if let Some(next) = chunk.spare_capacity_mut().get(1) {
+                // SAFETY: a prefetch is a hint: it never faults and never changes memory;
+                // SSE is baseline on x86_64.
+                unsafe {
+                    core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(next.as_ptr().cast())
+                };
+            }
         }
         self.len += 1;
         self.len as u64
