@@ -1,5 +1,6 @@
 //! End to end: bad and dying clients never hurt the daemon or the others.
-//! A client killed mid-flow releases its reservations; garbage and oversized messages get
+//! A client killed mid-flow releases its reservations; a client that goes quiet right
+//! after its I/O still has its posted report applied; garbage and oversized messages get
 //! errors; a client that lies about an fd is refused; the daemon keeps serving.
 
 mod support;
@@ -75,6 +76,55 @@ fn a_client_killed_mid_flow_releases_its_reservations() {
     let audit = d.cli_json(&["audit", "--limit", "0", "--format", "json"]);
     let text = audit.to_string();
     assert!(text.contains("exit"), "{text}");
+}
+
+/// Child mode: one mediated read over shared memory, announced, then silence (the test
+/// kills us): its report is posted, and nothing of this process rings the daemon again.
+#[test]
+fn child_read_then_wait() {
+    let Ok(path) = std::env::var("T2E_CHILD_QUIET_FILE") else {
+        return; // not running as the child
+    };
+    use std::io::Read;
+    let mut file = trace2e_io::fs::File::open(&path).unwrap();
+    let mut buf = [0u8; 64];
+    let n = file.read(&mut buf).unwrap();
+    println!("read {n}");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_posted_report_is_applied_while_its_client_stays_quiet() {
+    // A lease far beyond the test's patience: only the channel's drain timer can apply the
+    // report. No linger: the channel thread sleeps right after answering, before the
+    // client has posted its report.
+    let d = Daemon::start("node-a", &["127.0.0.2"], &["--lease-ms", "600000", "--shm-linger-us", "0"]);
+    let f = d.path("quiet.txt");
+    std::fs::write(&f, b"quiet").unwrap();
+    let mut child_cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    child_cmd
+        .args(["--exact", "child_read_then_wait", "--nocapture", "--test-threads", "1"])
+        .env("T2E_CHILD_QUIET_FILE", &f)
+        .env("TRACE2E_SOCKET", &d.p2m)
+        .env_remove("TRACE2E_TRANSPORT");
+    let (mut child, line) = spawn_until_line_containing(child_cmd, "read ");
+    assert!(line.ends_with("read 5"), "{line}");
+
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let reported = loop {
+        let audit = d.cli_json(&["audit", "--limit", "0", "--format", "json"]);
+        let records = audit["records"].as_array().cloned().unwrap_or_default();
+        let kinds: Vec<String> = records.iter().filter_map(|r| r["kind"].as_str().map(str::to_owned)).collect();
+        if kinds.iter().any(|k| k == "report") || std::time::Instant::now() >= deadline {
+            break kinds;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(reported.iter().any(|k| k == "report"), "the posted report was never applied: {reported:?}");
+    assert!(!reported.iter().any(|k| k == "expired"), "{reported:?}");
 }
 
 fn spawn_until_line_containing(mut cmd: std::process::Command, needle: &str) -> (std::process::Child, String) {
