@@ -550,7 +550,9 @@ impl Stored {
 /// 2 MiB, ~0.4 µs per 4 KiB of it. `MADV_HUGEPAGE` asks for them (with THP in
 /// `madvise` mode, the common default); the allocator has already touched the first
 /// page (its header), so that first 2 MiB is collapsed at once (`MADV_COLLAPSE`, Linux
-/// 6.1+). Where either is refused the chunk simply keeps 4 KiB pages.
+/// 6.1+). Where either is refused, or the allocator did not place the buffer on a
+/// 2 MiB boundary (glibc serves it from its heap once its mmap threshold has grown past
+/// 4 MiB), the chunk keeps 4 KiB pages for some or all of it: slower, never wrong.
 fn new_chunk() -> Vec<Stored> {
     let chunk: Vec<Stored> = Vec::with_capacity(CHUNK);
     let begin = chunk.as_ptr() as usize;
@@ -568,10 +570,11 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// madvise(2) with advice that changes how pages are backed, never their contents.
 fn advise(start: usize, len: usize, advice: libc::c_int) {
-    // SAFETY: [start, start + len) lies within pages of the chunk's own allocation
-    // (rounded down to its first page, which the allocator mapped with it), and the
-    // advice given (MADV_HUGEPAGE, MADV_COLLAPSE) never changes memory contents: the
-    // worst a wrong range does is fail with an error, which is ignored.
+    // SAFETY: [start, start + len) is the chunk's buffer widened to whole pages, so it
+    // is mapped memory of this process; the widened edges may hold the allocator's own
+    // bytes or other allocations. Both advices used (MADV_HUGEPAGE, MADV_COLLAPSE) only
+    // change how pages are backed and preserve every byte's contents; a range the kernel
+    // refuses is an error, ignored.
     let _ = unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
 }
 
