@@ -127,26 +127,6 @@ fn a_posted_report_is_applied_while_its_client_stays_quiet() {
     assert!(!reported.iter().any(|k| k == "expired"), "{reported:?}");
 }
 
-fn spawn_until_line_containing(mut cmd: std::process::Command, needle: &str) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let needle = needle.to_owned();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains(&needle) {
-                let _ = tx.send(line);
-                break;
-            }
-        }
-    });
-    let line = rx.recv_timeout(PATIENCE).expect("child never got its grant");
-    (child, line)
-}
-
 #[test]
 fn garbage_and_oversized_messages_get_errors_and_the_daemon_keeps_serving() {
     let mut d = Daemon::start("node-a", &["127.0.0.2"], &[]);

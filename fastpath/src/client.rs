@@ -38,6 +38,9 @@ pub struct ClientConfig {
     /// CPU from it (throughput bench with 2 processes on 2 CPUs: ~200k reads/s with
     /// 4 µs, ~240–300k with 2 µs).
     pub spin: Duration,
+    /// How long a caller yields the CPU for its response before sleeping, *only* when
+    /// the daemon says it is polling on this caller's CPU. Default 20 µs.
+    pub yield_budget: Duration,
     /// How long [`Client::connect`] waits for the welcome. Default 5 s.
     pub handshake_timeout: Duration,
 }
@@ -48,6 +51,7 @@ impl Default for ClientConfig {
             call_timeout: Duration::from_secs(30),
             liveness_interval: Duration::from_millis(50),
             spin: Duration::from_micros(2),
+            yield_budget: Duration::from_micros(20),
             handshake_timeout: Duration::from_secs(5),
         }
     }
@@ -470,8 +474,12 @@ impl Inner {
         let cq = region.cq(lane);
         let mask = cq.slots() - 1;
         let status = region.status();
-        if daemon_polling && status.cpu.load(Ordering::Relaxed) != sys::current_cpu() {
-            self.spin_for(&cq, state.cq_pos);
+        if daemon_polling {
+            if status.cpu.load(Ordering::Relaxed) != sys::current_cpu() {
+                self.spin_for(&cq, state.cq_pos);
+            } else {
+                self.yield_for(&cq, state.cq_pos);
+            }
         }
         let waiting = &region.lane_control(lane).waiting;
         loop {
@@ -516,6 +524,19 @@ impl Inner {
             crate::sync::spin_hint();
             i = i.wrapping_add(1);
             if i.is_multiple_of(64) && start.elapsed() >= self.config.spin {
+                break;
+            }
+        }
+    }
+
+    /// Yields the CPU, up to `config.yield_budget`, until the stamp at `pos` changes:
+    /// the daemon's thread polls on this CPU, so it runs as soon as this one yields.
+    fn yield_for(&self, cq: &impl SlotRing, pos: u32) {
+        let word = cq.stamp(pos & (cq.slots() - 1));
+        let start = Instant::now();
+        while word.load(Ordering::Relaxed) == pos {
+            std::thread::yield_now();
+            if start.elapsed() >= self.config.yield_budget {
                 break;
             }
         }

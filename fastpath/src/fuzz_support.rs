@@ -26,10 +26,8 @@ impl Script<'_> {
     }
 }
 
-/// Runs `script` against a fresh daemon-side channel. Panics only on a daemon bug
-/// (a request it accepted that breaks its own invariants).
-pub fn run(script: &[u8]) {
-    let geo = Geometry::new(2, 4, 128).expect("valid geometry");
+/// A fresh daemon-side channel over anonymous memory, as the daemon sets it up.
+pub(crate) fn anonymous_core(geo: Geometry) -> ServerCore {
     let map: MmapRaw = MmapOptions::new().len(geo.region_size()).map_anon().expect("anonymous map").into();
     let region = Region::new(map, geo).expect("page-aligned map");
     region.write_header(&Header {
@@ -45,7 +43,14 @@ pub fn run(script: &[u8]) {
         reserved: [0; 8],
     });
     region.init_stamps();
-    let mut core = ServerCore::new(region);
+    ServerCore::new(region)
+}
+
+/// Runs `script` against a fresh daemon-side channel. Panics only on a daemon bug
+/// (a request it accepted that breaks its own invariants).
+pub fn run(script: &[u8]) {
+    let geo = Geometry::new(2, 4, 128).expect("valid geometry");
+    let mut core = anonymous_core(geo);
     // A client's own positions, so the script can also publish well-stamped slots.
     let mut sq_pos = [0u32; 2];
     let mut cq_pos = [0u32; 2];
@@ -77,8 +82,9 @@ pub fn run(script: &[u8]) {
                     ring::publish(&sq, &mut sq_pos[lane], &body);
                 }
             }
-            // The daemon polls.
+            // The daemon scans, as a polling worker (hot lanes first) or after a wake-up.
             2 => {
+                core.set_polling(arg & 0x80 != 0);
                 if let Ok(Some(meta)) = core.next_request(&mut out) {
                     assert!(out.len() <= geo.max_payload(), "accepted an oversized payload");
                     assert!(meta.lane.0 < geo.lanes(), "invented a lane");
@@ -104,6 +110,7 @@ pub fn run(script: &[u8]) {
             }
         }
     }
+    core.set_polling(false);
     for _ in 0..16 {
         let _ = core.next_request(&mut out);
     }

@@ -76,16 +76,21 @@
 //!   of 8-aligned extents; the slot carries `(offset, length)`, which the reader
 //!   checks against its own geometry. The producer alone keeps the books and takes
 //!   an extent back once the consumer frees the slot that referred to it.
-//! - **Lanes.** A thread takes a free lane on its first call and gives it back when
-//!   it exits; lanes are single-producer in each direction, so no compare-and-swap
-//!   touches shared memory. Messages on one lane are handled in order.
+//! - **Lanes.** A thread takes a free lane (the lowest) on its first call and gives
+//!   it back when it exits; lanes are single-producer in each direction, so no
+//!   compare-and-swap touches shared memory. Messages on one lane are handled in
+//!   order. A polling daemon scans the lanes used so far, and every lane each 16th
+//!   empty scan.
 //! - **Client → daemon wake-up.** After publishing, the client reads the daemon's
 //!   `polling` flag (after a `SeqCst` fence) and writes the doorbell eventfd only if
 //!   it is 0. A daemon that stops polling clears the flag, fences, and scans once
 //!   more.
 //! - **Daemon → client wake-up.** A caller spins for its response only if the
 //!   daemon is polling *on another CPU* (spinning against a peer on your own CPU
-//!   costs 25 µs instead of 2), and for a few µs at most. Then it sets its lane's
+//!   costs 25 µs instead of 2), and for a few µs at most. If the daemon polls on the
+//!   caller's own CPU (yielding between scans, see [`Placement::Here`]), the caller
+//!   `sched_yield`s instead, up to [`ClientConfig::yield_budget`]: the daemon's
+//!   thread runs at once and no one sleeps. Then it sets its lane's
 //!   `waiting` flag, fences, re-checks the stamp, and `FUTEX_WAIT`s on it with a
 //!   timeout (50 ms) after which it checks the daemon is still there. The daemon,
 //!   after publishing, fences and `FUTEX_WAKE`s only if `waiting` is set. Idle
@@ -139,7 +144,7 @@ pub use error::{
     AcceptError, CallError, Check, ConnectError, Corruption, Lane, OsError, RespondError, ServeError, Tag,
 };
 #[cfg(not(loom))]
-pub use server::{Channel, Incoming, Listener, PeerCredentials, Request, ServerConfig};
+pub use server::{Channel, Incoming, Listener, PeerCredentials, Placement, Request, ServerConfig};
 
 #[cfg(all(not(loom), any(fuzzing, test)))]
 #[doc(hidden)]

@@ -64,6 +64,19 @@ impl Default for ServerConfig {
     }
 }
 
+/// Where a client thread last called from, relative to the worker asking
+/// ([`Channel::client_placement`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The lane has not called yet.
+    Unknown,
+    /// On the worker's own CPU: busy-polling would only keep it from running, but
+    /// polling with a `sched_yield` between scans hands the CPU straight to it.
+    Here,
+    /// On another CPU: busy-polling lets it spin instead of sleeping.
+    Elsewhere,
+}
+
 /// Who is at the other end of a control socket, from `SO_PEERCRED` at `connect()`
 /// time. Never from anything the client wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -320,24 +333,35 @@ impl Channel {
     /// Publishes "a worker is busy-polling this channel on this CPU": the client then
     /// skips the doorbell and may spin. Re-call it now and then while polling (the
     /// CPU may change); end with [`end_polling`](Self::end_polling).
-    pub fn begin_polling(&self) {
+    pub fn begin_polling(&mut self) {
         let status = self.core.region.status();
         status.cpu.store(sys::current_cpu(), Ordering::Relaxed);
         status.polling.store(1, Ordering::Relaxed);
+        self.core.set_polling(true);
     }
 
     /// Whether the client thread of `lane` last called from another CPU than this
     /// thread's (client-written, so only a hint): busy-polling for its next request can
     /// pay only then — a client on this CPU cannot run while this thread spins.
     pub fn client_elsewhere(&self, lane: Lane) -> bool {
-        let cpu = self.core.region.lane_control(lane.0).cpu.load(Ordering::Relaxed);
-        cpu != 0 && cpu != sys::current_cpu().wrapping_add(1)
+        self.client_placement(lane) == Placement::Elsewhere
+    }
+
+    /// Where the client thread of `lane` last called from, relative to this thread
+    /// (client-written, so only a hint).
+    pub fn client_placement(&self, lane: Lane) -> Placement {
+        match self.core.region.lane_control(lane.0).cpu.load(Ordering::Relaxed) {
+            0 => Placement::Unknown,
+            cpu if cpu == sys::current_cpu().wrapping_add(1) => Placement::Here,
+            _ => Placement::Elsewhere,
+        }
     }
 
     /// Withdraws [`begin_polling`](Self::begin_polling). The caller must then poll
     /// once more before sleeping: a client that saw `polling` did not ring.
-    pub fn end_polling(&self) {
+    pub fn end_polling(&mut self) {
         ring::stop_polling(&self.core.region.status().polling);
+        self.core.set_polling(false);
     }
 
     /// Handles requests with `handler` for up to `timeout` (`None`: until something
@@ -479,6 +503,11 @@ struct ServerLane {
     cq_data: DataProducer,
 }
 
+/// While polling, every this many empty scans of the hot lanes, one scan of all lanes
+/// ([`ServerCore::hot`]): a client thread's first call on a new lane, made without the
+/// doorbell because the worker was polling, waits at most that many scans.
+const FULL_SCAN_EVERY: u32 = 16;
+
 /// The socket-free part of the daemon side: a region and the daemon's private view
 /// of it. (Separate so the fuzz target can drive it over anonymous memory.)
 #[derive(Debug)]
@@ -487,6 +516,17 @@ pub(crate) struct ServerCore {
     lanes: Box<[ServerLane]>,
     /// Lane to scan first, in `0 .. lanes`: round-robin fairness between lanes.
     cursor: u16,
+    /// One past the highest lane a request ever came from. Clients claim lanes from
+    /// lane 0 up, so while polling, a scan looks only at lanes below it, and at every
+    /// lane only each [`FULL_SCAN_EVERY`]th empty scan: a scan of all 16 default lanes
+    /// touches 16 pages, a measurable part of a hand-off on one CPU
+    /// (`file_read_placement/shm/same-core`). Outside polling every scan is full: the
+    /// client rang, or the worker is about to sleep.
+    hot: u16,
+    /// Empty scans of the hot lanes only since the last full scan.
+    partial_scans: u32,
+    /// Between [`Channel::begin_polling`] and [`Channel::end_polling`].
+    polling: bool,
     detached: bool,
     corruption: Option<Corruption>,
 }
@@ -498,7 +538,12 @@ impl ServerCore {
         let lanes = (0..geo.lanes())
             .map(|_| ServerLane { sq_pos: 0, cq_pos: 0, cq_data: DataProducer::new(geo.data_bytes(), geo.slots()) })
             .collect();
-        Self { region, lanes, cursor: 0, detached: false, corruption: None }
+        Self { region, lanes, cursor: 0, hot: 0, partial_scans: 0, polling: false, detached: false, corruption: None }
+    }
+
+    /// Whether a worker is polling: then scans look at the hot lanes first.
+    pub(crate) fn set_polling(&mut self, polling: bool) {
+        self.polling = polling;
     }
 
     fn corrupt(&mut self, lane: u16, check: Check) -> Corruption {
@@ -537,9 +582,11 @@ impl ServerCore {
             return Ok(None);
         }
         let geo = *self.region.geometry();
-        let lanes = geo.lanes();
+        let full = !self.polling || self.hot == 0 || self.partial_scans >= FULL_SCAN_EVERY;
+        let lanes = if full { geo.lanes() } else { self.hot };
+        let first = self.cursor % lanes;
         for i in 0..lanes {
-            let lane = (self.cursor + i) % lanes;
+            let lane = (first + i) % lanes;
             let state = &mut self.lanes[usize::from(lane)];
             let sq = self.region.sq(lane);
             let pos = state.sq_pos;
@@ -556,6 +603,7 @@ impl ServerCore {
             }
             ring::release(&sq, &mut state.sq_pos);
             self.cursor = (lane + 1) % lanes;
+            self.hot = self.hot.max(lane + 1);
             return Ok(Some(RequestMeta {
                 lane: Lane(lane),
                 tag: Tag(body.tag),
@@ -563,6 +611,7 @@ impl ServerCore {
                 posted: body.flags & FLAG_POSTED != 0,
             }));
         }
+        self.partial_scans = if full { 0 } else { self.partial_scans + 1 };
         Ok(None)
     }
 
@@ -630,5 +679,66 @@ impl ServerCore {
             sys::futex_wake(cq.stamp(pos & mask), u32::MAX >> 1);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FULL_SCAN_EVERY, ServerCore};
+    use crate::layout::{Geometry, INLINE_MAX};
+    use crate::ring::{self, SlotBody};
+
+    fn publish(core: &ServerCore, lane: u16, pos: &mut u32, tag: u32) {
+        let body = SlotBody { kind: 7, flags: 0, tag, len: 1, off: 0, inline: [tag as u8; INLINE_MAX] };
+        ring::publish(&core.region.sq(lane), pos, &body);
+    }
+
+    /// Scans until a request comes (at most 64 scans); how many empty scans that took.
+    fn scans_until_request(core: &mut ServerCore, out: &mut Vec<u8>) -> (u32, u16, u32) {
+        for empty in 0..64 {
+            if let Some(meta) = core.next_request(out).expect("well-formed") {
+                return (empty, meta.lane.0, meta.tag.0);
+            }
+        }
+        panic!("a published request was not found within 64 scans");
+    }
+
+    #[test]
+    fn a_polling_worker_finds_a_request_on_a_lane_never_used_before() {
+        let mut core = crate::fuzz_support::anonymous_core(Geometry::new(8, 4, 128).unwrap());
+        let mut out = Vec::new();
+        let mut pos = [0u32; 8];
+        core.set_polling(true);
+        // Lane 0 becomes hot.
+        publish(&core, 0, &mut pos[0], 1);
+        assert_eq!(scans_until_request(&mut core, &mut out), (0, 0, 1));
+        // A first call on lane 5 (made without the doorbell, since the worker polls) is
+        // found by the next full scan, however many hot-only scans are left before it.
+        for _ in 0..3 {
+            assert!(core.next_request(&mut out).unwrap().is_none());
+        }
+        publish(&core, 5, &mut pos[5], 2);
+        let (empty, lane, tag) = scans_until_request(&mut core, &mut out);
+        assert_eq!((lane, tag), (5, 2));
+        assert!(empty <= FULL_SCAN_EVERY, "found after {empty} empty scans");
+        // Lane 5 is hot now: found at once, as is lane 0.
+        publish(&core, 5, &mut pos[5], 3);
+        assert_eq!(scans_until_request(&mut core, &mut out), (0, 5, 3));
+        publish(&core, 0, &mut pos[0], 4);
+        assert_eq!(scans_until_request(&mut core, &mut out), (0, 0, 4));
+    }
+
+    #[test]
+    fn a_worker_that_is_not_polling_scans_every_lane() {
+        let mut core = crate::fuzz_support::anonymous_core(Geometry::new(8, 4, 128).unwrap());
+        let mut out = Vec::new();
+        let mut pos = [0u32; 8];
+        core.set_polling(true);
+        publish(&core, 0, &mut pos[0], 1);
+        assert_eq!(scans_until_request(&mut core, &mut out), (0, 0, 1));
+        // After a wake-up (doorbell) the worker is not polling: the first scan is full.
+        core.set_polling(false);
+        publish(&core, 7, &mut pos[7], 2);
+        assert_eq!(scans_until_request(&mut core, &mut out), (0, 7, 2));
     }
 }

@@ -1,11 +1,11 @@
-//! The placement hint a worker polls by: `Channel::client_elsewhere` says whether the
-//! client thread of a lane last called from another CPU than the worker's.
+//! The placement hint a worker polls by: `Channel::client_placement` says whether the
+//! client thread of a lane last called from the worker's CPU or another one.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use trace2e_fastpath::{Client, Listener, ServerConfig};
+use trace2e_fastpath::{Client, Listener, Placement, ServerConfig};
 
 fn pin_current_thread(cpu: usize) -> bool {
     // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
@@ -17,8 +17,8 @@ fn pin_current_thread(cpu: usize) -> bool {
 }
 
 /// Serves one call from a client thread pinned to `client_cpu`, on a worker pinned to
-/// CPU 0; returns what `client_elsewhere` said for the call's lane.
-fn hint_for_client_on(client_cpu: usize) -> bool {
+/// CPU 0; returns what `client_placement` said for the call's lane.
+fn hint_for_client_on(client_cpu: usize) -> Placement {
     let path = common::socket_path("placement");
     let listener = Listener::bind(&path, ServerConfig::default()).unwrap();
     let path_dir = path.parent().unwrap().to_owned();
@@ -37,16 +37,17 @@ fn hint_for_client_on(client_cpu: usize) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
     let (lane, tag) = lane.unwrap();
-    let elsewhere = channel.client_elsewhere(lane);
+    let placement = channel.client_placement(lane);
+    assert_eq!(channel.client_elsewhere(lane), placement == Placement::Elsewhere);
     channel.respond(lane, tag, 8, b"").unwrap();
     assert_eq!(client.join().unwrap().kind, 8);
     let _ = std::fs::remove_dir_all(path_dir);
-    elsewhere
+    placement
 }
 
 #[test]
-fn a_client_on_the_workers_cpu_is_not_elsewhere() {
-    assert!(!hint_for_client_on(0));
+fn a_client_on_the_workers_cpu_is_here() {
+    assert_eq!(hint_for_client_on(0), Placement::Here);
 }
 
 #[test]
@@ -56,5 +57,5 @@ fn a_client_on_another_cpu_is_elsewhere() {
         eprintln!("skipped: needs two usable CPUs");
         return;
     }
-    assert!(hint_for_client_on(1));
+    assert_eq!(hint_for_client_on(1), Placement::Elsewhere);
 }

@@ -27,6 +27,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon for node `node` owning `addresses`, with extra flags.
     pub fn start(node: &str, addresses: &[&str], extra: &[&str]) -> Self {
+        Self::start_with(node, addresses, extra, |_| {})
+    }
+
+    /// [`Daemon::start`], with `prepare` applied to the command before it is spawned.
+    pub fn start_with(node: &str, addresses: &[&str], extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let p2m = dir.path().join("p2m.sock");
         let o2m = dir.path().join("o2m.sock");
@@ -38,6 +43,7 @@ impl Daemon {
         cmd.args(extra);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         cmd.stdout(Stdio::null()).stderr(Stdio::from(std::fs::File::create(dir.path().join("trace2ed.log")).unwrap()));
+        prepare(&mut cmd);
         let child = cmd.spawn().expect("spawn trace2ed");
         let mut p2m_grpc = p2m.clone().into_os_string();
         p2m_grpc.push(".grpc");
@@ -234,3 +240,47 @@ pub fn assert_ok(out: &Output) {
     assert!(out.status.success(), "expected success; status {:?}, stderr: {}", out.status, stderr(out));
 }
 pub mod cluster;
+
+/// Makes `cmd`'s process (and every thread it starts) run on CPU `cpu` only, like
+/// `taskset -c cpu`.
+pub fn pin_before_exec(cmd: &mut Command, cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    assert!(cpu < libc::CPU_SETSIZE as usize);
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked above) and `set` is a valid cpu_set_t.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let pin = move || {
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the forked
+        // child's only thread. sched_setaffinity is a plain system call, safe between
+        // fork and exec.
+        if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: the closure only makes a system call on data it owns.
+    unsafe { cmd.pre_exec(pin) };
+}
+
+/// Spawns `cmd` with its stdout piped and returns once it prints a line containing
+/// `needle`; fails the test if that takes longer than [`PATIENCE`].
+pub fn spawn_until_line_containing(mut cmd: Command, needle: &str) -> (Child, String) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = needle.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(&wanted) {
+                let _ = tx.send(line);
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("the child never printed {needle:?}"));
+    (child, line)
+}
