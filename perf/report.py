@@ -512,24 +512,45 @@ def build(results, throughput, idle, breakdown, criterion_root):
     # ---- breakdown
     parts.append("<h2>Overhead breakdown (64 B file read)</h2>")
     if breakdown:
+        def path_of(v):
+            stages = [(s["name"], s["ns"]) for s in v.get("stages", [])]
+            if "unattributed_ns" in v:  # summaries written before 2026-12-02
+                stages.append(("unattributed", v["unattributed_ns"]))
+            return stages
         bars, names, rows = [], [], []
         for v in breakdown.get("variants", []):
-            stages = [(s["name"], s["ns"]) for s in v.get("stages", [])]
-            stages.append(("unattributed", v.get("unattributed_ns", 0.0)))
+            stages = path_of(v)
             for n, _ in stages:
                 if n not in names:
                     names.append(n)
             bars.append((v["variant"], stages))
-        parts.append("<p>std read {}; each bar is one transport's overhead (mediated − std), split by stage, scaled to its own total (right).{}</p>".format(
+        parts.append("<p>std read {}; each bar is one transport's overhead (mediated − std) along the client's "
+                     "critical path: the parts add up to the overhead, scaled to its own total (right). "
+                     "<code>handoff_wait</code> is the client's round trip minus the daemon's time to answer "
+                     "(it includes waiting behind the daemon's work on the previous report); "
+                     "<code>client_rest</code> is the overhead minus the other parts (decoding the answer, "
+                     "posting the report: over gRPC a second call).{}</p>".format(
             fmt_ns(breakdown.get("std_ns")),
             "" if breakdown.get("breakdown_available") else
-            " <b>The daemon and client do not expose stage timings yet</b>: the whole overhead is unattributed."))
+            " <b>The daemon and client do not expose stage timings</b>: the whole overhead is unattributed."))
         parts.append(svg_stacked(bars, names))
         for v in breakdown.get("variants", []):
-            stages = {s["name"]: s["ns"] for s in v.get("stages", [])}
-            stages["unattributed"] = v.get("unattributed_ns")
+            stages = dict(path_of(v))
             rows.append([esc(v["variant"]), fmt_ns(v.get("total_ns")), fmt_ns(v.get("overhead_ns"))] + [fmt_ns(stages.get(n)) for n in names])
         parts.append(table(["transport", "mediated read", "overhead"] + names, rows))
+        work_names, work_rows = [], []
+        for v in breakdown.get("variants", []):
+            for s in v.get("daemon_work", []):
+                if s["name"] not in work_names:
+                    work_names.append(s["name"])
+        if work_names:
+            for v in breakdown.get("variants", []):
+                work = {s["name"]: s["ns"] for s in v.get("daemon_work", [])}
+                work_rows.append([esc(v["variant"])] + [fmt_ns(work.get(n)) for n in work_names])
+            parts.append("<p>The daemon's work per read, by stage. Not all of it is on the client's critical path: "
+                         "reports are posted one-way and a grant is answered before its audit record is written, "
+                         "so with the daemon on another CPU that work runs beside the client's own.</p>")
+            parts.append(table(["transport"] + work_names, work_rows))
     else:
         parts.append("<p class=note>not measured (run the breakdown bench)</p>")
 

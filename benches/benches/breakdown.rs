@@ -7,17 +7,29 @@
 //! - the client (this process): `trace2e_io::breakdown_snapshot()` — `client_encode`,
 //!   `client_round_trip` (hand the request to the transport … have the answer);
 //! - the daemon: the `breakdown` field of `trace2e status --format json`,
-//!   `{"stages": [{"name", "total_ns", "count"}]}` — `daemon_service` (all the daemon
-//!   does for a message) and, inside it, `daemon_codec`, `reservation`, `compliance`,
+//!   `{"stages": [{"name", "total_ns", "count"}]}` — `daemon_to_answer` (take a flow
+//!   request … publish its answer), `daemon_service` (all the daemon does for a message,
+//!   requests and reports) and, inside it, `daemon_codec`, `reservation`, `compliance`,
 //!   `provenance_update`, `audit_append`. (`{"name": {"total_ns": …}}` and
 //!   `{"name": ns}` maps are accepted too.)
 //!
-//! The nested stages become disjoint parts of the overhead ([`parts`]): client encode;
-//! hand-off and wait = client round trip − daemon service; the daemon's own stages;
-//! daemon other = daemon service − its stages; and unattributed = overhead − all of these
-//! (the client's remaining mediation work). A transport that times fewer stages (gRPC
-//! times only the engine's) leaves more unattributed. Timing adds two clock reads per
-//! stage, so the mediated totals here are slightly above the `io` bench's.
+//! The overhead is split two ways, because not all of the daemon's work is in the
+//! client's wait: reports are posted one-way, and a grant is answered before its audit
+//! record is written, so with the daemon on another CPU that work runs beside the
+//! client's own.
+//! - **The client's critical path** ([`critical_path`]), disjoint parts that add up to
+//!   the overhead: client encode; hand-off and wait = client round trip − daemon to
+//!   answer (which includes the daemon finishing the previous report when the next
+//!   request comes right behind it); daemon to answer; client rest = overhead − those
+//!   (decoding the answer, posting the report — over gRPC a second call — and the
+//!   library's bookkeeping; with daemon and client on one CPU, also the daemon's work
+//!   that runs while the client waits for the CPU).
+//! - **The daemon's work per read** ([`daemon_work`]), by stage: codec, reservation,
+//!   compliance, provenance update, audit append, other (service − those), and the
+//!   service total, which may exceed what the client waits for.
+//!
+//! Timing adds two clock reads per stage, so the mediated totals here are slightly above
+//! the `io` bench's.
 //!
 //! Not a criterion bench (its result is a split, not a distribution): a plain `main`, run
 //! by `cargo bench -p trace2e-benches --bench breakdown` (see `perf/README.md`).
@@ -34,8 +46,6 @@ use trace2e_benches::{full_run, selected};
 
 /// The daemon's stages nested inside `daemon_service`, in flow order.
 const DAEMON_STAGES: [&str; 5] = ["daemon_codec", "reservation", "compliance", "provenance_update", "audit_append"];
-/// Stages that contain others: not parts themselves.
-const ENCLOSING: [&str; 2] = ["client_round_trip", "daemon_service"];
 
 /// Time per stage: name → ns per read.
 type Stages = BTreeMap<String, f64>;
@@ -99,14 +109,15 @@ fn main() {
         "breakdown_available": available,
         "variants": rows.iter().map(|row| {
             let overhead = row.total_ns - std_ns;
-            let parts = parts(row.stages.as_ref(), overhead);
-            let (unattributed, stages) = parts.split_last().map_or((overhead, &parts[..]), |(u, s)| (u.1, s));
+            let listed = |parts: Vec<(String, f64)>| {
+                parts.into_iter().map(|(n, ns)| json!({"name": n, "ns": ns})).collect::<Vec<_>>()
+            };
             json!({
                 "variant": row.variant.id(),
                 "total_ns": row.total_ns,
                 "overhead_ns": overhead,
-                "stages": stages.iter().map(|(n, ns)| json!({"name": n, "ns": ns})).collect::<Vec<_>>(),
-                "unattributed_ns": unattributed,
+                "stages": listed(critical_path(row.stages.as_ref(), overhead)),
+                "daemon_work": listed(daemon_work(row.stages.as_ref())),
                 "raw_stages": row.stages,
             })
         }).collect::<Vec<_>>(),
@@ -191,56 +202,74 @@ fn parse_stages(value: &Value) -> Option<Cumulative> {
     Some(map.iter().filter_map(|(name, v)| Some((name.clone(), (ns(v)?, count(v))))).collect())
 }
 
-/// The overhead of one read split into disjoint parts, in flow order, the last one being
-/// `unattributed` (overhead − the others). `stages` are per-read times as measured (some
-/// nest others: see the module doc).
-fn parts(stages: Option<&Stages>, overhead: f64) -> Vec<(String, f64)> {
-    let mut out: Vec<(String, f64)> = Vec::new();
-    if let Some(stages) = stages {
-        let get = |name: &str| stages.get(name).copied();
-        if let Some(ns) = get("client_encode") {
-            out.push(("client_encode".into(), ns));
+/// The overhead of one read along the client's critical path: disjoint parts in flow
+/// order, the last one (`client_rest`) being the overhead minus the others, so that they
+/// add up to the overhead. Without the client's round trip, the whole overhead is
+/// `unattributed`; without `daemon_to_answer`, the round trip stays one part.
+fn critical_path(stages: Option<&Stages>, overhead: f64) -> Vec<(String, f64)> {
+    let get = |name: &str| stages.and_then(|s| s.get(name).copied());
+    let Some(round_trip) = get("client_round_trip") else {
+        return vec![("unattributed".into(), overhead)];
+    };
+    // Over gRPC the encoding is inside the round trip (tonic's), not a stage of its own.
+    let encode = get("client_encode").unwrap_or(0.0);
+    let mut out: Vec<(String, f64)> = get("client_encode").map(|ns| ("client_encode".into(), ns)).into_iter().collect();
+    match get("daemon_to_answer") {
+        Some(to_answer) => {
+            out.push(("handoff_wait".into(), round_trip - to_answer));
+            out.push(("daemon_to_answer".into(), to_answer));
         }
-        let inside: f64 = DAEMON_STAGES.iter().filter_map(|n| get(n)).sum();
-        let service = get("daemon_service");
-        if let Some(round_trip) = get("client_round_trip") {
-            out.push(("handoff_wait".into(), round_trip - service.unwrap_or(inside)));
-        }
-        out.extend(DAEMON_STAGES.iter().filter_map(|n| Some((n.to_string(), get(n)?))));
-        if let Some(service) = service {
-            out.push(("daemon_other".into(), service - inside));
-        }
-        let known = |n: &str| n == "client_encode" || DAEMON_STAGES.contains(&n) || ENCLOSING.contains(&n);
-        out.extend(stages.iter().filter(|(n, _)| !known(n)).map(|(n, ns)| (n.clone(), *ns)));
+        None => out.push(("client_round_trip".into(), round_trip)),
     }
-    let attributed: f64 = out.iter().map(|(_, ns)| ns).sum();
-    out.push(("unattributed".into(), overhead - attributed));
+    out.push(("client_rest".into(), overhead - encode - round_trip));
+    out
+}
+
+/// The daemon's work per read by stage, in flow order, then `daemon_other` (service time
+/// no stage accounts for) and the `daemon_service` total. Empty if the daemon times none.
+fn daemon_work(stages: Option<&Stages>) -> Vec<(String, f64)> {
+    let Some(stages) = stages else { return Vec::new() };
+    let mut out: Vec<(String, f64)> =
+        DAEMON_STAGES.iter().filter_map(|&n| Some((n.to_owned(), *stages.get(n)?))).collect();
+    if let Some(&service) = stages.get("daemon_service") {
+        let inside: f64 = out.iter().map(|(_, ns)| ns).sum();
+        out.push(("daemon_other".into(), service - inside));
+        out.push(("daemon_service".into(), service));
+    }
     out
 }
 
 fn print_table(std_ns: f64, rows: &[Row]) {
-    let split: Vec<Vec<(String, f64)>> = rows.iter().map(|r| parts(r.stages.as_ref(), r.total_ns - std_ns)).collect();
-    let mut names: Vec<String> = Vec::new();
-    for (name, _) in split.iter().flatten() {
-        if !names.contains(name) {
-            names.push(name.clone());
-        }
-    }
+    let paths: Vec<_> = rows.iter().map(|r| critical_path(r.stages.as_ref(), r.total_ns - std_ns)).collect();
+    let works: Vec<_> = rows.iter().map(|r| daemon_work(r.stages.as_ref())).collect();
     let cell = |v: Option<f64>| format!("{:>14}", v.map_or_else(|| "-".to_owned(), human_ns));
+    let line = |label: &str, values: &mut dyn Iterator<Item = Option<f64>>| {
+        println!("{label:<30}{}", values.map(cell).collect::<String>());
+    };
+    let section = |title: &str, split: &[Vec<(String, f64)>]| {
+        let mut names: Vec<&str> = Vec::new();
+        for (name, _) in split.iter().flatten() {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            return;
+        }
+        println!("{title}");
+        for name in names {
+            let mut values = split.iter().map(|p| p.iter().find(|(n, _)| n == name).map(|(_, ns)| *ns));
+            line(&format!("  {name}"), &mut values);
+        }
+    };
     println!();
     println!("Breakdown of one mediated 64 B file read (median of batch means; stages per read)");
-    println!("{:<26}{}", "", rows.iter().map(|r| format!("{:>14}", r.variant.id())).collect::<String>());
-    println!("{:<26}{}", "std read", rows.iter().map(|_| cell(Some(std_ns))).collect::<String>());
-    for name in &names {
-        let cells: String = split.iter().map(|p| cell(p.iter().find(|(n, _)| n == name).map(|(_, ns)| *ns))).collect();
-        println!("{:<26}{cells}", format!("  {name}"));
-    }
-    println!(
-        "{:<26}{}",
-        "overhead (total − std)",
-        rows.iter().map(|r| cell(Some(r.total_ns - std_ns))).collect::<String>()
-    );
-    println!("{:<26}{}", "mediated read", rows.iter().map(|r| cell(Some(r.total_ns))).collect::<String>());
+    println!("{:<30}{}", "", rows.iter().map(|r| format!("{:>14}", r.variant.id())).collect::<String>());
+    line("std read", &mut rows.iter().map(|_| Some(std_ns)));
+    line("mediated read", &mut rows.iter().map(|r| Some(r.total_ns)));
+    line("overhead (mediated − std)", &mut rows.iter().map(|r| Some(r.total_ns - std_ns)));
+    section("the client's critical path (adds up to the overhead):", &paths);
+    section("the daemon's work (partly beside the client's own):", &works);
     if rows.iter().all(|r| r.stages.is_none()) {
         println!("(no stage timings: neither the daemon's status nor trace2e-io exposes a breakdown)");
     }

@@ -1,7 +1,7 @@
 //! Where the time of a mediated I/O goes, stage by stage, when `TRACE2E_BREAKDOWN=1`.
 //!
 //! This module owns the per-stage accumulators only: the engine and the P2M transports
-//! time their own stages with [`Breakdown::start`] / [`Timer::stop`]. Disabled (the
+//! time their own stages with [`Breakdown::start`] / [`Breakdown::stop`]. Disabled (the
 //! default), a stage costs one branch on a bool read once at start-up; enabled, two
 //! `Instant::now()` calls (~25 ns each, `research/fastpath.md` §1.4) and two relaxed
 //! atomic adds. Operators read the totals in `trace2e status --format json`; the bench
@@ -23,20 +23,25 @@ pub enum Stage {
     ProvenanceUpdate,
     /// Appending audit records.
     AuditAppend,
-    /// Everything the daemon does for one request or report, end to end (the rest of a
-    /// client's round trip is the ring hand-off and wait).
+    /// Everything the daemon does for one request or report, end to end. Not all of it
+    /// is in the client's wait: reports are posted, and a grant is answered before its
+    /// audit record is written.
     Service,
+    /// From taking a flow request to publishing its answer: the daemon's part of the
+    /// client's round trip (the rest is the hand-off and wait).
+    Answer,
 }
 
 impl Stage {
     /// All stages, in order.
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Codec,
         Stage::Reservation,
         Stage::Compliance,
         Stage::ProvenanceUpdate,
         Stage::AuditAppend,
         Stage::Service,
+        Stage::Answer,
     ];
 
     /// The stage's name in status output.
@@ -48,6 +53,7 @@ impl Stage {
             Stage::ProvenanceUpdate => "provenance_update",
             Stage::AuditAppend => "audit_append",
             Stage::Service => "daemon_service",
+            Stage::Answer => "daemon_to_answer",
         }
     }
 }
@@ -60,8 +66,9 @@ pub struct Breakdown {
     count: [AtomicU64; Stage::ALL.len()],
 }
 
-/// A running stage measurement (inert when the breakdown is off).
-#[derive(Debug)]
+/// A running stage measurement (inert when the breakdown is off). `Copy`: one start
+/// may end several nested stages.
+#[derive(Debug, Clone, Copy)]
 #[must_use]
 pub struct Timer(Option<Instant>);
 

@@ -184,3 +184,34 @@ fn audit_trail_lists_grants_and_denials_with_reasons() {
     assert!(text.contains("deletion"), "{text}");
     assert!(!text.contains("\"granted\""), "{text}");
 }
+
+#[test]
+fn the_breakdown_times_every_flow_answer_when_enabled() {
+    let d = Daemon::start_with("node-a", &["127.0.0.2"], &[], |cmd| {
+        cmd.env("TRACE2E_BREAKDOWN", "1");
+    });
+    let (a, b) = (d.path("a.txt"), d.path("b.txt"));
+    std::fs::write(&a, b"timed data").unwrap();
+    assert_ok(&d.proc(&["cp", a.to_str().unwrap(), b.to_str().unwrap()]));
+
+    let audit = d.cli_json(&["audit", "--limit", "0", "--format", "json"]);
+    let records = audit["records"].as_array().cloned().unwrap_or_default();
+    let requests = records.iter().filter(|r| r["kind"] == "request").count() as u64;
+    let reports = records.iter().filter(|r| r["kind"] == "report").count() as u64;
+    assert!(requests >= 2, "a read and a write at least: {requests}");
+
+    let status = d.cli_json(&["status", "--format", "json"]);
+    let stages = status["breakdown"]["stages"].as_array().cloned().unwrap_or_default();
+    let stage = |name: &str| {
+        let s = stages.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no stage {name}: {status}"));
+        (s["total_ns"].as_u64().unwrap(), s["count"].as_u64().unwrap())
+    };
+    // Each flow request answered once (none had to wait here), and the daemon's whole
+    // service covers every request and report at least.
+    let (answer_ns, answers) = stage("daemon_to_answer");
+    assert_eq!(answers, requests, "{status}");
+    assert!(answer_ns > 0);
+    let (service_ns, services) = stage("daemon_service");
+    assert!(services >= requests + reports, "{services} services for {requests} requests and {reports} reports");
+    assert!(service_ns >= answer_ns, "service {service_ns} ns < answers {answer_ns} ns");
+}

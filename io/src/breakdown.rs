@@ -1,10 +1,12 @@
 //! Client-side stage timing of mediated I/Os, when `TRACE2E_BREAKDOWN=1` (read once).
 //!
-//! Two stages: `client_encode` (building the request message) and `client_round_trip`
-//! (from handing the request to the transport to having the decision: ring hand-off,
-//! the daemon's service, the wake-up). The daemon reports its own service time
-//! (`daemon_service` in `trace2e status --format json`), so the hand-off and wait alone is
-//! the difference. Used by the bench `breakdown`; off, each stage costs one relaxed load.
+//! Two stages: `client_encode` (building the request message; shared memory only) and
+//! `client_round_trip` (from handing the request to the transport to having the
+//! decision: ring hand-off, the daemon's work until it answers, the wake-up; over gRPC
+//! also the message's encoding). The daemon reports how long it took to answer
+//! (`daemon_to_answer` in `trace2e status --format json`), so the hand-off and wait alone
+//! is the difference. Used by the bench `breakdown`; off, each stage costs one relaxed
+//! load.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

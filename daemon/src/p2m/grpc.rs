@@ -118,11 +118,14 @@ impl P2m for P2mService {
     }
 
     async fn request(&self, request: Request<pb::IoRequest>) -> Result<Response<pb::IoDecision>, Status> {
+        let breakdown = &self.engine.config().breakdown;
+        let serving = breakdown.start();
         let process = self.caller(&request)?;
         let msg = request.into_inner();
         let direction = Direction::try_from(msg.direction).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let decision = self.engine.request(process, Fd(msg.fd), direction).await.map_err(engine_status)?;
-        Ok(Response::new((&decision).into()))
+        let decided = self.engine.request(process, Fd(msg.fd), direction).await;
+        breakdown.stop(crate::breakdown::Stage::Answer, serving);
+        Ok(Response::new((&decided.map_err(engine_status)?).into()))
     }
 
     async fn report(&self, request: Request<pb::IoReport>) -> Result<Response<pb::ReportResponse>, Status> {

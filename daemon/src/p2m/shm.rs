@@ -43,7 +43,7 @@ use trace2e_proto::wire::{EnrollTarget, ErrorCode, WireRequest, WireResponse};
 use trace2e_proto::{Decision, ProcessId};
 
 use super::{Claim, ClaimError, Clients, check_enrollment};
-use crate::breakdown::{Breakdown, Stage};
+use crate::breakdown::{Breakdown, Stage, Timer};
 use crate::engine::{Engine, EngineError};
 use crate::process::ProcError;
 
@@ -438,12 +438,14 @@ impl<'a> ChannelServer<'a> {
             self.last_lane = Some(m.lane);
         }
         let serving = self.breakdown.start();
-        let result = self.handle_timed(m);
+        let result = self.handle_timed(m, serving);
         self.breakdown.stop(Stage::Service, serving);
         result
     }
 
-    fn handle_timed(&mut self, m: &Message) -> Result<(), ()> {
+    /// Handles `m`; `serving` started when it was taken (a flow request's answer ends
+    /// [`Stage::Answer`] with it).
+    fn handle_timed(&mut self, m: &Message, serving: Timer) -> Result<(), ()> {
         let decoding = self.breakdown.start();
         let decoded = WireRequest::decode(m.kind, &self.bytes[m.payload.clone()]);
         self.breakdown.stop(Stage::Codec, decoding);
@@ -500,6 +502,7 @@ impl<'a> ChannelServer<'a> {
                     if !m.posted {
                         let response = WireResponse::Decision(decision.clone());
                         answered = Some(send(channel, reply, breakdown, m.lane, m.tag, &response, self.process));
+                        breakdown.stop(Stage::Answer, serving);
                     }
                 });
                 match decided {
@@ -510,7 +513,12 @@ impl<'a> ChannelServer<'a> {
                         }
                         None => self.decision_response(Ok(decision)),
                     },
-                    Err(e) => self.decision_response(Err(e)),
+                    Err(e) => {
+                        let response = self.decision_response(Err(e));
+                        let sent = self.answer(m, &response);
+                        self.breakdown.stop(Stage::Answer, serving);
+                        return sent;
+                    }
                     Ok(None) => {
                         let (engine, process) = (Arc::clone(engine), self.process);
                         let (tx, wake, lane, tag) =

@@ -19,6 +19,7 @@ use trace2e_proto::pb::p2m::{self, p2m_client::P2mClient};
 use trace2e_proto::{Decision, Direction, Fd, GrantId, IoOutcome};
 
 use super::{Deadlines, Target, Transport};
+use crate::breakdown;
 use crate::error::{DaemonUnavailable, UnavailableKind};
 
 /// How much longer than a call's own deadline the caller waits for the runtime to answer
@@ -203,8 +204,12 @@ impl Transport for GrpcTransport {
     fn request(&self, fd: Fd, direction: Direction) -> Result<Decision, DaemonUnavailable> {
         let deadline = self.deadlines.request;
         let message = p2m::IoRequest { fd: fd.0, direction: p2m::Direction::from(direction) as i32 };
+        // The round trip includes the message's encoding (prost, inside tonic).
+        let calling = breakdown::start();
         let decision = self
-            .call("request", deadline, move |mut c| async move { c.request(with_deadline(message, deadline)).await })?;
+            .call("request", deadline, move |mut c| async move { c.request(with_deadline(message, deadline)).await });
+        breakdown::stop(breakdown::Stage::RoundTrip, calling);
+        let decision = decision?;
         Decision::try_from(decision.into_inner()).map_err(|e| {
             DaemonUnavailable::new(
                 UnavailableKind::Failed,
