@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Condvar, Mutex, Once, PoisonError};
 
 use serde::ser::{SerializeStruct, Serializer};
 use trace2e_proto::{Denial, Direction, Fd, GrantId, LocalizedResource, NodeId, Policy, ProcessId};
@@ -568,6 +569,62 @@ const PAGE: usize = 4096;
 #[cfg(target_env = "gnu")]
 const HUGE_PAGE: usize = 2 << 20;
 
+/// The chunk prepared for the next log that fills its last one (at most one, for all
+/// the logs of the process).
+static SPARE: Mutex<Option<Vec<Stored>>> = Mutex::new(None);
+/// Signalled when the spare is taken.
+static SPARE_TAKEN: Condvar = Condvar::new();
+/// Starts the thread that prepares spares.
+static PREPARER: Once = Once::new();
+
+/// An empty chunk for a log whose last chunk is full: the one prepared in advance if
+/// there is one, else a new one (whose pages then fault in as it fills).
+///
+/// Preparing a chunk (allocation, `MADV_COLLAPSE`, zeroing its huge pages by touching
+/// every page) is done by a background thread, one chunk ahead: done by the channel
+/// thread during appends, it was ~4 % of a busy daemon's samples (`perf record`, 1
+/// client, 2026-12-02), the page zeroing of a huge page at a time in the middle of a
+/// decision. Costs 4 MiB of memory held ahead.
+fn spare_chunk() -> Vec<Stored> {
+    PREPARER.call_once(|| {
+        if let Err(e) = std::thread::Builder::new().name("t2e-audit-prep".into()).spawn(prepare_spares) {
+            tracing::warn!(error = %e, "cannot start the audit chunk preparer; chunks fault in as they fill");
+        }
+    });
+    let spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner).take();
+    SPARE_TAKEN.notify_one();
+    spare.unwrap_or_else(new_chunk)
+}
+
+/// Keeps [`SPARE`] filled with a prefaulted chunk, for ever.
+fn prepare_spares() {
+    loop {
+        let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+        while spare.is_some() {
+            spare = SPARE_TAKEN.wait(spare).unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(spare);
+        let mut chunk = new_chunk();
+        prefault(&mut chunk);
+        let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.is_none() {
+            *spare = Some(chunk);
+        }
+    }
+}
+
+/// Touches every page of `chunk`'s (empty) buffer, so that appends never fault.
+fn prefault(chunk: &mut Vec<Stored>) {
+    debug_assert!(chunk.is_empty());
+    let base = chunk.as_mut_ptr().cast::<u8>();
+    for offset in (0..chunk.capacity() * size_of::<Stored>()).step_by(PAGE) {
+        // SAFETY: `offset` is inside the buffer the Vec allocated for its capacity, which
+        // is writable memory of this process that no element occupies yet (the Vec is
+        // empty); a byte written there is overwritten by the record that lands on it.
+        unsafe { base.add(offset).write_volatile(0) };
+    }
+}
+
 /// madvise(2) with advice that changes how pages are backed, never their contents.
 fn advise(start: usize, len: usize, advice: libc::c_int) {
     // SAFETY: [start, start + len) is the chunk's buffer widened to whole pages, so it
@@ -604,7 +661,7 @@ impl AuditLog {
             }
         }
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push(new_chunk());
+            self.chunks.push(spare_chunk());
         }
         if let Some(chunk) = self.chunks.last_mut() {
             chunk.push(Stored::from(entry));
