@@ -277,7 +277,13 @@ impl Client {
         let mut deadline = None;
         let tag = state.next_tag;
         state.next_tag = tag.wrapping_add(1);
-        inner.region().lane_control(lane).cpu.store(sys::current_cpu().wrapping_add(1), Ordering::Relaxed);
+        // Stored only when it changes: the daemon reads this line (`waiting`) after every
+        // answer, and a store per call would move it between the CPUs twice per call.
+        let cpu = &inner.region().lane_control(lane).cpu;
+        let here = sys::current_cpu().wrapping_add(1);
+        if cpu.load(Ordering::Relaxed) != here {
+            cpu.store(here, Ordering::Relaxed);
+        }
         inner.push(&mut state, lane, kind, 0, tag, payload, &mut deadline)?;
         let polling = inner.notify();
         inner.await_response(&mut state, lane, tag, out, polling, &mut deadline)
@@ -460,7 +466,8 @@ impl Inner {
     }
 
     /// Waits for the response tagged `tag`, discarding stale ones (answers to calls
-    /// that timed out). Spins only if the daemon is polling on another CPU.
+    /// that timed out). Spins only if the daemon is polling on another CPU, yields the
+    /// CPU if it is polling on this one, then sleeps.
     fn await_response(
         &self,
         state: &mut LaneState,
@@ -533,10 +540,16 @@ impl Inner {
     /// the daemon's thread polls on this CPU, so it runs as soon as this one yields.
     fn yield_for(&self, cq: &impl SlotRing, pos: u32) {
         let word = cq.stamp(pos & (cq.slots() - 1));
-        let start = Instant::now();
+        // The clock is first read after a yield that did not bring the answer: usually
+        // the first yield is the hand-off, and the answer is there when it returns.
+        let mut start = None;
         while word.load(Ordering::Relaxed) == pos {
             std::thread::yield_now();
-            if start.elapsed() >= self.config.yield_budget {
+            if word.load(Ordering::Relaxed) != pos {
+                break;
+            }
+            let now = Instant::now();
+            if now.duration_since(*start.get_or_insert(now)) >= self.config.yield_budget {
                 break;
             }
         }
