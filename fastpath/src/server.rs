@@ -703,15 +703,21 @@ mod tests {
         panic!("a published request was not found within 64 scans");
     }
 
-    #[test]
-    fn a_polling_worker_finds_a_request_on_a_lane_never_used_before() {
+    /// A polling worker's channel of 8 lanes that has served one request, on lane 0
+    /// (which is therefore hot); the client's ring positions.
+    fn polling_with_lane_0_hot(out: &mut Vec<u8>) -> (ServerCore, [u32; 8]) {
         let mut core = crate::fuzz_support::anonymous_core(Geometry::new(8, 4, 128).unwrap());
-        let mut out = Vec::new();
         let mut pos = [0u32; 8];
         core.set_polling(true);
-        // Lane 0 becomes hot.
         publish(&core, 0, &mut pos[0], 1);
-        assert_eq!(scans_until_request(&mut core, &mut out), (0, 0, 1));
+        assert_eq!(scans_until_request(&mut core, out), (0, 0, 1));
+        (core, pos)
+    }
+
+    #[test]
+    fn a_polling_worker_finds_a_request_on_a_lane_never_used_before() {
+        let mut out = Vec::new();
+        let (mut core, mut pos) = polling_with_lane_0_hot(&mut out);
         // A first call on lane 5 (made without the doorbell, since the worker polls) is
         // found by the next full scan, however many hot-only scans are left before it.
         for _ in 0..3 {
@@ -730,12 +736,8 @@ mod tests {
 
     #[test]
     fn a_worker_that_is_not_polling_scans_every_lane() {
-        let mut core = crate::fuzz_support::anonymous_core(Geometry::new(8, 4, 128).unwrap());
         let mut out = Vec::new();
-        let mut pos = [0u32; 8];
-        core.set_polling(true);
-        publish(&core, 0, &mut pos[0], 1);
-        assert_eq!(scans_until_request(&mut core, &mut out), (0, 0, 1));
+        let (mut core, mut pos) = polling_with_lane_0_hot(&mut out);
         // After a wake-up (doorbell) the worker is not polling: the first scan is full.
         core.set_polling(false);
         publish(&core, 7, &mut pos[7], 2);

@@ -513,12 +513,13 @@ impl<'a> ChannelServer<'a> {
                         }
                         None => self.decision_response(Ok(decision)),
                     },
-                    Err(e) => {
+                    Err(e) if !m.posted => {
                         let response = self.decision_response(Err(e));
                         let sent = self.answer(m, &response);
                         self.breakdown.stop(Stage::Answer, serving);
                         return sent;
                     }
+                    Err(e) => self.decision_response(Err(e)),
                     Ok(None) => {
                         let (engine, process) = (Arc::clone(engine), self.process);
                         let (tx, wake, lane, tag) =
