@@ -35,10 +35,11 @@ pub struct ServerConfig {
     /// How long a worker keeps busy-polling after the last request before it sleeps;
     /// while it polls, clients skip the doorbell and may spin. Default 20 µs: a wake-up
     /// across CPUs costs ~20 µs on a VM whose idle vCPU halts (`research/fastpath.md`),
-    /// more than the whole polled round trip. Polling pays only while the client runs
-    /// on another CPU; a worker that knows its client's lane should poll only while
-    /// [`Channel::client_elsewhere`] says so (the daemon does). [`Channel::serve`]
-    /// polls unconditionally.
+    /// more than the whole polled round trip. Busy-polling pays only while the client
+    /// runs on another CPU; a worker that knows its client's lane should ask
+    /// [`Channel::client_placement`], busy-poll for [`Placement::Elsewhere`] and yield
+    /// between scans for [`Placement::Here`] (the daemon does). [`Channel::serve`]
+    /// busy-polls unconditionally.
     pub linger: Duration,
     /// Most requests [`Channel::serve`] handles per call, so that one flooding client
     /// cannot starve the others a worker owns. Default 64.
@@ -340,15 +341,9 @@ impl Channel {
         self.core.set_polling(true);
     }
 
-    /// Whether the client thread of `lane` last called from another CPU than this
-    /// thread's (client-written, so only a hint): busy-polling for its next request can
-    /// pay only then — a client on this CPU cannot run while this thread spins.
-    pub fn client_elsewhere(&self, lane: Lane) -> bool {
-        self.client_placement(lane) == Placement::Elsewhere
-    }
-
     /// Where the client thread of `lane` last called from, relative to this thread
-    /// (client-written, so only a hint).
+    /// (client-written, so only a hint): busy-polling for its next request pays only
+    /// when it is elsewhere — a client on this CPU cannot run while this thread spins.
     pub fn client_placement(&self, lane: Lane) -> Placement {
         match self.core.region.lane_control(lane.0).cpu.load(Ordering::Relaxed) {
             0 => Placement::Unknown,
