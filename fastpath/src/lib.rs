@@ -136,6 +136,8 @@ mod region;
 mod server;
 #[cfg(not(loom))]
 mod sys;
+#[cfg(not(loom))]
+pub mod ticks;
 
 #[cfg(not(loom))]
 pub use client::{Client, ClientConfig, Response};

@@ -6,11 +6,12 @@
 //! also the message's encoding). The daemon reports how long it took to answer
 //! (`daemon_to_answer` in `trace2e status --format json`), so the hand-off and wait alone
 //! is the difference. Used by the bench `breakdown`; off, each stage costs one relaxed
-//! load.
+//! load; on, two timestamps ([`trace2e_fastpath::ticks`]).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+
+use trace2e_fastpath::ticks::{self, Ticks};
 
 /// Client stages.
 #[derive(Debug, Clone, Copy)]
@@ -25,20 +26,26 @@ static COUNT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("TRACE2E_BREAKDOWN").is_ok_and(|v| v == "1"))
+    *ENABLED.get_or_init(|| {
+        let on = std::env::var("TRACE2E_BREAKDOWN").is_ok_and(|v| v == "1");
+        if on {
+            ticks::init();
+        }
+        on
+    })
 }
 
 /// Starts timing (`None` when off).
 #[inline]
-pub(crate) fn start() -> Option<Instant> {
-    enabled().then(Instant::now)
+pub(crate) fn start() -> Option<Ticks> {
+    enabled().then(ticks::now)
 }
 
 /// Ends a stage.
 #[inline]
-pub(crate) fn stop(stage: Stage, started: Option<Instant>) {
+pub(crate) fn stop(stage: Stage, started: Option<Ticks>) {
     if let Some(t) = started {
-        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let ns = t.elapsed_ns();
         TOTAL_NS[stage as usize].fetch_add(ns, Ordering::Relaxed);
         COUNT[stage as usize].fetch_add(1, Ordering::Relaxed);
     }
