@@ -29,7 +29,7 @@ use trace2e_proto::{
 };
 
 use crate::FastMap;
-use crate::audit::{AuditEntry, AuditKind, AuditOutcome, AuditQuery, AuditRecord};
+use crate::audit::{AuditEntry, AuditKind, AuditOutcome, AuditQuery, AuditRecord, FlowRecord, FlowResult};
 use crate::breakdown::Stage;
 use crate::compliance::{ComplianceCache, Destination, Rules, Target, UnknownLabel, Verdict, evaluate_owned};
 use crate::consent::{ConsentDestination, ConsentRequest, ConsentWaiters};
@@ -424,6 +424,45 @@ fn now_us() -> u64 {
 /// Appends an audit entry. Appending cannot fail; a failure would be a bug in `apply`.
 fn audit(state: &mut State, entry: AuditEntry) {
     if let Err(e) = state.apply(Change::Audit(entry)) {
+        tracing::error!(error = %e, "audit append failed");
+    }
+}
+
+/// Appends a flow's request or report record: the compact form when the destination is
+/// a label (see [`FlowRecord`]), else the full entry (it names the external peer).
+fn audit_flow(
+    state: &mut State,
+    flow: &Flow,
+    kind: AuditKind,
+    time_us: u64,
+    grant: GrantId,
+    bytes: u64,
+    result: FlowResult,
+) {
+    let Destination::Label(destination) = flow.destination else {
+        let outcome = match result {
+            FlowResult::Granted => AuditOutcome::Granted,
+            FlowResult::Ok => AuditOutcome::Ok,
+            FlowResult::Failed => AuditOutcome::Failed,
+        };
+        let mut e = flow.entry(kind, time_us, outcome);
+        e.grant = Some(grant);
+        e.bytes = bytes;
+        return audit(state, e);
+    };
+    let record = FlowRecord {
+        time_us,
+        kind,
+        process: flow.process,
+        fd: flow.fd,
+        direction: flow.direction,
+        source: flow.source,
+        destination,
+        grant,
+        bytes,
+        result,
+    };
+    if let Err(e) = state.apply(Change::FlowAudit(record)) {
         tracing::error!(error = %e, "audit append failed");
     }
 }
@@ -1082,10 +1121,8 @@ impl Engine {
         grants.insert(id, grant);
         let decision = Decision::Grant(id);
         answer(&decision);
-        let mut e = flow.entry(AuditKind::Request, wall_us(now), AuditOutcome::Granted);
-        e.grant = Some(id);
         let appending = self.config.breakdown.start();
-        audit(state, e);
+        audit_flow(state, &flow, AuditKind::Request, wall_us(now), id, 0, FlowResult::Granted);
         self.config.breakdown.stop(Stage::AuditAppend, appending);
         Ok(decision)
     }
@@ -1114,12 +1151,9 @@ impl Engine {
                 state.apply(Change::Flow { source: g.flow.source, destination, bytes: outcome.bytes, time_us })?;
                 breakdown.stop(Stage::ProvenanceUpdate, merging);
             }
-            let result = if outcome.ok { AuditOutcome::Ok } else { AuditOutcome::Failed };
-            let mut e = g.flow.entry(AuditKind::Report, time_us, result);
-            e.grant = Some(grant);
-            e.bytes = outcome.bytes;
+            let result = if outcome.ok { FlowResult::Ok } else { FlowResult::Failed };
             let appending = breakdown.start();
-            audit(state, e);
+            audit_flow(state, &g.flow, AuditKind::Report, time_us, grant, outcome.bytes, result);
             breakdown.stop(Stage::AuditAppend, appending);
             g
         };

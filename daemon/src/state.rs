@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use trace2e_proto::{Confidentiality, Fd, IntegrityLevel, LocalizedResource, NodeId, ProcessId, Resource};
 
 use crate::FastMap;
-use crate::audit::{AuditEntry, AuditLog};
+use crate::audit::{AuditEntry, AuditLog, FlowRecord};
 use crate::enrollment::{Enrollments, ProcessRecord};
 use crate::provenance::{LabelId, LabelProvenance, Lineage, Merge};
 
@@ -159,6 +159,8 @@ pub enum Change {
     },
     /// Appends an audit record.
     Audit(AuditEntry),
+    /// Appends a flow's audit record (the same as `Audit` of [`FlowRecord::entry`]).
+    FlowAudit(FlowRecord),
 }
 
 /// A change that cannot be applied.
@@ -381,6 +383,9 @@ impl State {
             }
             Change::Audit(entry) => {
                 self.audit.append(entry);
+            }
+            Change::FlowAudit(record) => {
+                self.audit.append_flow(record);
             }
         }
         Ok(())
