@@ -13,7 +13,7 @@
 //!
 //! Locks: `core` (durable [`State`], the compliance cache and the grants) is a
 //! `parking_lot` lock held for short, non-async sections; the reservation table,
-//! `remote_holds`, `approvals`, `all_local` and `pushed` are taken alone or inside `core`,
+//! `remote_holds`, `approvals` and `pushed` are taken alone or inside `core`,
 //! never the other way round; no lock is held across an `.await`.
 
 use std::collections::BTreeMap;
@@ -221,6 +221,11 @@ struct Core {
     /// Granted flows not yet reported, under the same lock as the state: a decision and
     /// a report each take one lock.
     grants: FastMap<GrantId, Grant>,
+    /// Sources whose provenance, at the recorded version, holds only this node's
+    /// resources: the common case needs no walk over a large provenance on every flow
+    /// (bench `provenance/10000`). Under the lock every decision already holds, not a
+    /// lock of its own (bench `engine`).
+    all_local: FastMap<LabelId, u64>,
 }
 
 /// One flow as resolved from `(process, fd, direction)`.
@@ -288,10 +293,6 @@ pub struct Engine {
     remote_epoch: AtomicU64,
     /// Positive answers of the owners of a flow's remote sources.
     approvals: Mutex<FastMap<ApprovalKey, (Stamp, Instant)>>,
-    /// Sources whose provenance, at the recorded version, holds only this node's
-    /// resources: the common case needs no walk over a large provenance on every flow
-    /// (bench `provenance/10000`).
-    all_local: Mutex<FastMap<LabelId, u64>>,
     /// What peers already hold of a source's provenance on a stream side (shared with the
     /// background tasks that finish a remote write).
     pushed: PushedMap,
@@ -482,6 +483,7 @@ impl Engine {
                 state: State::new(config.topology.node.clone()),
                 cache: ComplianceCache::default(),
                 grants: FastMap::default(),
+                all_local: FastMap::default(),
             }),
             rules,
             config,
@@ -495,7 +497,6 @@ impl Engine {
             next_token: AtomicU64::new(now_us().wrapping_mul(1 << 12).max(1)),
             remote_epoch: AtomicU64::new(0),
             approvals: Mutex::new(FastMap::default()),
-            all_local: Mutex::new(FastMap::default()),
             pushed: Arc::new(Mutex::new(FastMap::default())),
         }
     }
@@ -728,7 +729,7 @@ impl Engine {
             return Ok(None);
         };
         breakdown.stop(Stage::Reservation, reserving);
-        let Core { state, cache, grants } = &mut *core;
+        let Core { state, cache, grants, all_local } = &mut *core;
         // A destination on a peer is decided here only in the steady state that needs
         // no M2M call (see [`Engine::shortcut`]; the source is reserved and the state
         // locked, so its provenance version cannot change before the grant).
@@ -749,7 +750,7 @@ impl Engine {
         breakdown.stop(Stage::Compliance, evaluating);
         match verdict? {
             Verdict::Grant => {
-                let local = self.remote_owners(state, flow.source)?.is_empty();
+                let local = self.remote_owners(state, all_local, flow.source)?.is_empty();
                 let key = (flow.source, flow.destination, destination_policy);
                 if local || self.approved(&key, self.stamp(state, flow.source)?) {
                     return self.grant(state, grants, flow, reservation, None, answer).map(Some);
@@ -805,14 +806,14 @@ impl Engine {
         loop {
             let step = {
                 let mut core = self.core.write();
-                let Core { state, cache, grants } = &mut *core;
+                let Core { state, cache, grants, all_local } = &mut *core;
                 let evaluating = breakdown.start();
                 let verdict = cache.evaluate_for(state, &self.rules, flow.source, flow.destination, destination_policy);
                 breakdown.stop(Stage::Compliance, evaluating);
                 match verdict? {
                     Verdict::Grant => {
                         let stamp = self.stamp(state, flow.source)?;
-                        let owners = self.remote_owners(state, flow.source)?;
+                        let owners = self.remote_owners(state, all_local, flow.source)?;
                         let key = (flow.source, flow.destination, destination_policy);
                         if owners.is_empty() || approved == Some(stamp) || self.approved(&key, stamp) {
                             return self.grant(state, grants, flow, reservation, remote_claim, |_| {});
@@ -917,11 +918,12 @@ impl Engine {
     fn remote_owners(
         &self,
         state: &State,
+        all_local: &mut FastMap<LabelId, u64>,
         source: LabelId,
     ) -> Result<BTreeMap<NodeId, Vec<LocalizedResource>>, UnknownLabel> {
         let label = state.label(source).ok_or(UnknownLabel(source))?;
         let version = label.provenance.version();
-        if self.all_local.lock().get(&source) == Some(&version) {
+        if all_local.get(&source) == Some(&version) {
             return Ok(BTreeMap::new());
         }
         let mut owners: BTreeMap<NodeId, Vec<LocalizedResource>> = BTreeMap::new();
@@ -937,7 +939,6 @@ impl Engine {
         if owners.is_empty() {
             // Provenance only grows and a resource's node never changes: a remote entry
             // can only appear with a new version.
-            let mut all_local = self.all_local.lock();
             if all_local.len() >= 1 << 16 {
                 all_local.clear();
             }
