@@ -440,16 +440,9 @@ fn audit_flow(
     bytes: u64,
     result: FlowResult,
 ) {
-    let Destination::Label(destination) = flow.destination else {
-        let outcome = match result {
-            FlowResult::Granted => AuditOutcome::Granted,
-            FlowResult::Ok => AuditOutcome::Ok,
-            FlowResult::Failed => AuditOutcome::Failed,
-        };
-        let mut e = flow.entry(kind, time_us, outcome);
-        e.grant = Some(grant);
-        e.bytes = bytes;
-        return audit(state, e);
+    let (destination, external_peer) = match flow.destination {
+        Destination::Label(d) => (d, None),
+        Destination::External { stream, peer } => (stream, Some(peer)),
     };
     let record = FlowRecord {
         time_us,
@@ -463,7 +456,15 @@ fn audit_flow(
         bytes,
         result,
     };
-    if let Err(e) = state.apply(Change::FlowAudit(record)) {
+    let change = match external_peer {
+        None => Change::FlowAudit(record),
+        Some(peer) => {
+            let mut e = record.entry();
+            e.external_peer = Some(peer);
+            Change::Audit(e)
+        }
+    };
+    if let Err(e) = state.apply(change) {
         tracing::error!(error = %e, "audit append failed");
     }
 }
