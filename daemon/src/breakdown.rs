@@ -6,10 +6,12 @@
 //! timestamps ([`trace2e_fastpath::ticks`]: one `rdtsc`, ~13 ns, where the kernel keeps
 //! time with the TSC; else `Instant::now()`, ~32 ns on the 2026-12-02 VM) and two
 //! relaxed atomic adds. A read's ten or so timed stages still add ~0.3 µs to what they
-//! measure (the bench prints the overhead with the breakdown on). Operators read the totals in `trace2e status --format json`; the bench
-//! `breakdown` turns them into the per-I/O table (the paper's Fig. 10).
+//! measure (the bench prints the overhead with the breakdown on). Operators read the
+//! totals in `trace2e status --format json`; the bench `breakdown` turns them into the
+//! per-I/O table (the paper's Fig. 10).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use trace2e_fastpath::ticks::{self, Ticks};
 
 /// The stages of one mediated I/O on the daemon's side, in order.
