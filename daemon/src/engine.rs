@@ -422,9 +422,14 @@ fn now_us() -> u64 {
     wall_us(Instant::now())
 }
 
-/// Appends an audit entry. Appending cannot fail; a failure would be a bug in `apply`.
+/// Appends an audit entry.
 fn audit(state: &mut State, entry: AuditEntry) {
-    if let Err(e) = state.apply(Change::Audit(entry)) {
+    append_audit(state, Change::Audit(entry));
+}
+
+/// Applies an audit change. Appending cannot fail; a failure would be a bug in `apply`.
+fn append_audit(state: &mut State, change: Change) {
+    if let Err(e) = state.apply(change) {
         tracing::error!(error = %e, "audit append failed");
     }
 }
@@ -456,16 +461,13 @@ fn audit_flow(
         bytes,
         result,
     };
-    let change = match external_peer {
-        None => Change::FlowAudit(record),
+    match external_peer {
+        None => append_audit(state, Change::FlowAudit(record)),
         Some(peer) => {
             let mut e = record.entry();
             e.external_peer = Some(peer);
-            Change::Audit(e)
+            audit(state, e);
         }
-    };
-    if let Err(e) = state.apply(change) {
-        tracing::error!(error = %e, "audit append failed");
     }
 }
 
