@@ -62,7 +62,7 @@ fn integrity_protected_file_refuses_data_of_a_low_level_executable_through_an_in
     let d = Daemon::start("node-a", &["127.0.0.2"], &[]);
     // A second executable: same program, different path, so it can have its own policy.
     let low_exe = d.path("low-proc");
-    std::fs::copy(proc_bin(), &low_exe).unwrap();
+    copy_proc_bin(&low_exe);
     let (src, mid, protected) = (d.path("input.txt"), d.path("mid.txt"), d.path("protected.txt"));
     std::fs::write(&src, b"untrusted").unwrap();
     std::fs::write(&protected, b"trusted content").unwrap();

@@ -14,7 +14,7 @@ fn a_protected_file_refuses_data_from_a_low_level_remote_executable() {
     let trusted = format!("exe://{}", proc_bin().display());
     // node-b forwards with another executable, left at level 0.
     let low = b.path("low-proc");
-    std::fs::copy(proc_bin(), &low).unwrap();
+    copy_proc_bin(&low);
 
     let original = a.path("original.txt");
     let (at_b, at_c, clean_at_c) = (b.path("copy.txt"), c.path("copy.txt"), c.path("clean.txt"));

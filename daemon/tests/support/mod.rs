@@ -197,6 +197,21 @@ pub fn spawn_until_line(mut cmd: Command) -> (Child, String) {
     (child, line.trim().to_owned())
 }
 
+/// A copy of `trace2e-proc` at `to`: the same program under another path, so it can have a
+/// policy of its own.
+///
+/// The copy is made by a `cp` child, not by `std::fs::copy`. While this process holds the
+/// copy open for writing, any other test thread that forks (to start a daemon or a client)
+/// hands its child that descriptor until the child execs, and executing the copy in that
+/// window fails with "Text file busy" (ETXTBSY). A `cp` child's descriptor is never in
+/// this process.
+pub fn copy_proc_bin(to: &Path) {
+    let mut cp = Command::new("cp");
+    cp.arg(proc_bin()).arg(to);
+    let out = run(cp);
+    assert!(out.status.success(), "cp {:?} {to:?}: {}", proc_bin(), String::from_utf8_lossy(&out.stderr));
+}
+
 /// The `trace2e-proc` binary (built on demand: it belongs to the `trace2e-io` package).
 pub fn proc_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
