@@ -39,7 +39,11 @@ pub struct ClientConfig {
     /// 4 µs, ~240–300k with 2 µs).
     pub spin: Duration,
     /// How long a caller yields the CPU for its response before sleeping, *only* when
-    /// the daemon says it is polling on this caller's CPU. Default 20 µs.
+    /// the daemon says it is polling on this caller's CPU. Default 20 µs. Counted from
+    /// the end of the first yield: that one is the hand-off to the daemon, which usually
+    /// answers before it returns, and not reading the clock before it keeps a clock
+    /// read off that path. So the caller yields for up to one yield (2–5 µs on the
+    /// 2026-12 VM) longer than this.
     pub yield_budget: Duration,
     /// How long [`Client::connect`] waits for the welcome. Default 5 s.
     pub handshake_timeout: Duration,
@@ -280,13 +284,13 @@ impl Client {
         // Stored only when it changes: the daemon reads this line (`waiting`) after every
         // answer, and a store per call would move it between the CPUs twice per call.
         let cpu = &inner.region().lane_control(lane).cpu;
-        let here = sys::current_cpu().wrapping_add(1);
-        if cpu.load(Ordering::Relaxed) != here {
-            cpu.store(here, Ordering::Relaxed);
+        let here = sys::current_cpu();
+        if cpu.load(Ordering::Relaxed) != here.wrapping_add(1) {
+            cpu.store(here.wrapping_add(1), Ordering::Relaxed);
         }
         inner.push(&mut state, lane, kind, 0, tag, payload, &mut deadline)?;
         let polling = inner.notify();
-        inner.await_response(&mut state, lane, tag, out, polling, &mut deadline)
+        inner.await_response(&mut state, lane, tag, out, polling.then_some(here), &mut deadline)
     }
 
     /// Sends a one-way message: returns once it is in the ring (waiting only if the
@@ -466,23 +470,24 @@ impl Inner {
     }
 
     /// Waits for the response tagged `tag`, discarding stale ones (answers to calls
-    /// that timed out). Spins only if the daemon is polling on another CPU, yields the
-    /// CPU if it is polling on this one, then sleeps.
+    /// that timed out). If the daemon is polling (`polling_seen_from` is the caller's
+    /// CPU then), spins when it polls on another CPU and yields when on this one; then
+    /// sleeps.
     fn await_response(
         &self,
         state: &mut LaneState,
         lane: u16,
         tag: u32,
         out: &mut Vec<u8>,
-        daemon_polling: bool,
+        polling_seen_from: Option<u32>,
         deadline: &mut Option<Instant>,
     ) -> Result<u16, CallError> {
         let region = self.region();
         let cq = region.cq(lane);
         let mask = cq.slots() - 1;
         let status = region.status();
-        if daemon_polling {
-            if status.cpu.load(Ordering::Relaxed) != sys::current_cpu() {
+        if let Some(here) = polling_seen_from {
+            if status.cpu.load(Ordering::Relaxed) != here {
                 self.spin_for(&cq, state.cq_pos);
             } else {
                 self.yield_for(&cq, state.cq_pos);
