@@ -40,10 +40,10 @@ pub struct ClientConfig {
     pub spin: Duration,
     /// How long a caller yields the CPU for its response before sleeping, *only* when
     /// the daemon says it is polling on this caller's CPU. Default 20 µs. Counted from
-    /// the end of the first yield: that one is the hand-off to the daemon, which usually
-    /// answers before it returns, and not reading the clock before it keeps a clock
-    /// read off that path. So the caller yields for up to one yield (2–5 µs on the
-    /// 2026-12 VM) longer than this.
+    /// the end of the first yield: that yield is the hand-off itself (the daemon usually
+    /// answers before it returns), and leaving the clock unread until then keeps a clock
+    /// read off the common path. So a caller may yield up to one yield longer than this
+    /// (2–5 µs on the 2026-12 VM).
     pub yield_budget: Duration,
     /// How long [`Client::connect`] waits for the welcome. Default 5 s.
     pub handshake_timeout: Duration,
@@ -470,9 +470,9 @@ impl Inner {
     }
 
     /// Waits for the response tagged `tag`, discarding stale ones (answers to calls
-    /// that timed out). If the daemon is polling (`polling_seen_from` is the caller's
-    /// CPU then), spins when it polls on another CPU and yields when on this one; then
-    /// sleeps.
+    /// that timed out). If the daemon was polling when the request was published
+    /// (`polling_seen_from` is then the CPU the caller ran on), spins while it polls on
+    /// another CPU or yields if it polls on that one; then sleeps.
     fn await_response(
         &self,
         state: &mut LaneState,
