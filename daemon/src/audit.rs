@@ -6,16 +6,61 @@
 //! labels ([`AuditEntry`]); identifiers and text are produced at query time, never on
 //! the hot path.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Condvar, Mutex, Once, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, Once, PoisonError};
 
 use serde::ser::{SerializeStruct, Serializer};
 use trace2e_proto::{Denial, Direction, Fd, GrantId, LocalizedResource, NodeId, Policy, ProcessId};
 
 use crate::provenance::LabelId;
+
+mod spill;
+
+pub use spill::check_dir as check_spill_dir;
+
+/// Where the audit trail is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Where full chunks older than the memory window go (an unlinked spill file);
+    /// `None` keeps the whole trail in memory.
+    pub spill_dir: Option<PathBuf>,
+    /// Full chunks ([`CHUNK_MIB`] each) kept in memory besides the one filling, once
+    /// they are on disk (at least 1).
+    pub memory_chunks: usize,
+}
+
+impl Default for AuditConfig {
+    /// Everything in memory (what tests of the engine want); `trace2ed` spills.
+    fn default() -> Self {
+        Self { spill_dir: None, memory_chunks: 16 }
+    }
+}
+
+/// Size of a chunk of the trail, in MiB (rounded: 4 MiB less one page).
+pub const CHUNK_MIB: usize = 4;
+
+/// Why the records asked for cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The spill file cannot be read.
+    #[error("cannot read the audit spill file (in {}): {source}", dir.display())]
+    Read {
+        /// The spill directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The spill file holds a record this daemon did not write.
+    #[error("the audit spill file holds a corrupt record (#{seq})")]
+    Corrupt {
+        /// Its sequence number.
+        seq: u64,
+    },
+}
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -469,11 +514,12 @@ impl Present {
 }
 
 /// How the log keeps an [`AuditEntry`]: one cache line, aligned on one. Two records
-/// are appended per mediated I/O, each to memory never touched before, so their size
-/// is page faults and cache misses (a record straddling two lines cost ~10 % of 1-client
-/// throughput, `t2e-load`): the fields of a flow's records are inline, their options as
-/// presence bits, and everything else is boxed. Converted back at query time.
-#[derive(Debug, Clone)]
+/// are appended per mediated I/O, so their size is page faults, cache misses and spill
+/// bytes (a record straddling two lines cost ~10 % of 1-client throughput, `t2e-load`):
+/// the fields of a flow's records are inline, their options as presence bits, and
+/// everything else is in the log's [`Rare`] map. Converted back at query time; 64 bytes
+/// on disk too ([`Stored::encode`]).
+#[derive(Debug, Clone, Copy)]
 #[repr(align(64))]
 struct Stored {
     time_us: u64,
@@ -491,13 +537,38 @@ struct Stored {
     direction: Option<Direction>,
     result: Outcome,
     present: Present,
-    rare: Option<Box<Rare>>,
+    /// The log's [`Rare`] map has an entry for this record.
+    has_rare: bool,
 }
 
-const _: () = assert!(size_of::<Stored>() == 64);
+/// Bytes of a record, in memory and in the spill file.
+const RECORD_BYTES: usize = 64;
+const _: () = assert!(size_of::<Stored>() == RECORD_BYTES);
 
-impl From<AuditEntry> for Stored {
-    fn from(e: AuditEntry) -> Self {
+/// Every [`AuditKind`], by its code in the spill file.
+const KINDS: [AuditKind; 14] = [
+    AuditKind::Attach,
+    AuditKind::Exit,
+    AuditKind::Enroll,
+    AuditKind::Unenroll,
+    AuditKind::Request,
+    AuditKind::Report,
+    AuditKind::Expired,
+    AuditKind::PolicyChange,
+    AuditKind::Delete,
+    AuditKind::ConsentEnforced,
+    AuditKind::ConsentDecision,
+    AuditKind::RemoteCheck,
+    AuditKind::RemoteFlow,
+    AuditKind::RemoteDelete,
+];
+/// Every [`Outcome`], by its code in the spill file.
+const OUTCOMES: [Outcome; 6] =
+    [Outcome::Granted, Outcome::Denied, Outcome::Ok, Outcome::Failed, Outcome::Allowed, Outcome::Refused];
+
+impl Stored {
+    /// `e` as stored, and what of it goes to the log's [`Rare`] map.
+    fn split(e: AuditEntry) -> (Self, Option<Rare>) {
         let (result, denial) = match e.result {
             AuditOutcome::Granted => (Outcome::Granted, None),
             AuditOutcome::Denied(d) => (Outcome::Denied, Some(d)),
@@ -513,15 +584,13 @@ impl From<AuditEntry> for Stored {
             || e.peer.is_some()
             || e.policy.is_some()
             || e.exe.is_some())
-        .then(|| {
-            Box::new(Rare {
-                denial,
-                external_peer: e.external_peer,
-                consent_node: e.consent_node,
-                peer: e.peer,
-                policy: e.policy,
-                exe: e.exe,
-            })
+        .then_some(Rare {
+            denial,
+            external_peer: e.external_peer,
+            consent_node: e.consent_node,
+            peer: e.peer,
+            policy: e.policy,
+            exe: e.exe,
         });
         let mut present = Present::default();
         present.set(Present::GRANT, e.grant.is_some());
@@ -531,7 +600,7 @@ impl From<AuditEntry> for Stored {
         present.set(Present::SOURCE, e.source.is_some());
         present.set(Present::DESTINATION, e.destination.is_some());
         let label = |l: Option<LabelId>| l.map_or(0, |l| l.index() as u32);
-        Self {
+        let stored = Self {
             time_us: e.time_us,
             bytes: e.bytes,
             grant: e.grant.map_or(0, |g| g.0),
@@ -543,8 +612,61 @@ impl From<AuditEntry> for Stored {
             direction: e.direction,
             result,
             present,
-            rare,
+            has_rare: rare.is_some(),
+        };
+        (stored, rare)
+    }
+
+    /// The spill file's form: little-endian fields at fixed offsets, the enums as codes.
+    fn encode(&self, out: &mut [u8; RECORD_BYTES]) {
+        out[0..8].copy_from_slice(&self.time_us.to_le_bytes());
+        out[8..16].copy_from_slice(&self.bytes.to_le_bytes());
+        out[16..24].copy_from_slice(&self.grant.to_le_bytes());
+        out[24..32].copy_from_slice(&self.starttime.to_le_bytes());
+        out[32..36].copy_from_slice(&self.pid.to_le_bytes());
+        out[36..40].copy_from_slice(&self.fd.to_le_bytes());
+        for (i, l) in self.labels.iter().enumerate() {
+            out[40 + 4 * i..44 + 4 * i].copy_from_slice(&l.to_le_bytes());
         }
+        out[52] = KINDS.iter().position(|k| *k == self.kind).unwrap_or(usize::MAX) as u8;
+        out[53] = match self.direction {
+            None => 0,
+            Some(Direction::Read) => 1,
+            Some(Direction::Write) => 2,
+        };
+        out[54] = OUTCOMES.iter().position(|o| *o == self.result).unwrap_or(usize::MAX) as u8;
+        out[55] = self.present.0;
+        out[56] = u8::from(self.has_rare);
+        out[57..].fill(0);
+    }
+
+    /// The record [`Stored::encode`] wrote, or `None` for bytes it cannot have written.
+    fn decode(b: &[u8; RECORD_BYTES]) -> Option<Self> {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Some(Self {
+            time_us: u64_at(0),
+            bytes: u64_at(8),
+            grant: u64_at(16),
+            starttime: u64_at(24),
+            pid: u32_at(32),
+            fd: u32_at(36) as i32,
+            labels: [u32_at(40), u32_at(44), u32_at(48)],
+            kind: *KINDS.get(usize::from(b[52]))?,
+            direction: match b[53] {
+                0 => None,
+                1 => Some(Direction::Read),
+                2 => Some(Direction::Write),
+                _ => return None,
+            },
+            result: *OUTCOMES.get(usize::from(b[54]))?,
+            present: Present(b[55]),
+            has_rare: match b[56] {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
+        })
     }
 }
 
@@ -566,7 +688,7 @@ impl From<FlowRecord> for Stored {
                 FlowResult::Failed => Outcome::Failed,
             },
             present: Present(Present::GRANT | Present::PROCESS | Present::FD | Present::SOURCE | Present::DESTINATION),
-            rare: None,
+            has_rare: false,
         }
     }
 }
@@ -588,8 +710,9 @@ impl Stored {
         self.label(2, Present::DESTINATION)
     }
 
-    fn entry(&self) -> AuditEntry {
-        let rare = self.rare.as_deref().cloned().unwrap_or_default();
+    /// The entry, given what the log's [`Rare`] map holds for it.
+    fn entry(&self, rare: Option<&Rare>) -> AuditEntry {
+        let rare = rare.cloned().unwrap_or_default();
         let result = match self.result {
             Outcome::Granted => AuditOutcome::Granted,
             // A denied record always carries its denial (see `From<AuditEntry>`).
@@ -722,18 +845,51 @@ fn advise(start: usize, len: usize, advice: libc::c_int) {
 ///
 /// Entries live in fixed-size chunks: appending never moves earlier entries, so the log
 /// can grow to millions of records without the multi-hundred-MB reallocations (under the
-/// state lock, stalling every flow) a single `Vec` would make.
+/// state lock, stalling every flow) a single `Vec` would make. With a spill directory,
+/// full chunks are also written to a spill file ([`spill`]); once written, those older
+/// than the memory window leave memory, and the oldest one's buffer holds the next
+/// chunk's records. Queries read whatever part they need from either.
 #[derive(Debug, Default)]
 pub struct AuditLog {
-    /// Entry `i` (sequence number `i + 1`) is `chunks[i / CHUNK][i % CHUNK]`; every chunk
-    /// but the last is full.
-    chunks: Vec<Vec<Stored>>,
+    /// Full chunks in memory, oldest first: `full[k]` holds entries `(first + k) * CHUNK`
+    /// onwards. Shared with the spill writer until it has written them.
+    full: VecDeque<Arc<Vec<Stored>>>,
+    /// The chunk index of `full[0]`: entries before `first * CHUNK` are only on disk.
+    first: usize,
+    /// The chunk being filled (no capacity before the first append).
+    current: Vec<Stored>,
+    /// What [`Rare`] records have, by entry index.
+    rare: BTreeMap<usize, Rare>,
     len: usize,
     granted: u64,
     denied: u64,
+    spill: SpillState,
+    /// Full chunks kept in memory once written.
+    window: usize,
+}
+
+#[derive(Debug, Default)]
+enum SpillState {
+    /// Everything stays in memory.
+    #[default]
+    Off,
+    /// The spill file is made when the first chunk fills.
+    Pending(PathBuf),
+    On(spill::Spill),
+    /// The spill file could not be made (logged): everything stays in memory.
+    Unavailable,
 }
 
 impl AuditLog {
+    /// An empty log kept as `config` says.
+    pub fn new(config: &AuditConfig) -> Self {
+        Self {
+            spill: config.spill_dir.clone().map_or(SpillState::Off, SpillState::Pending),
+            window: config.memory_chunks.max(1),
+            ..Self::default()
+        }
+    }
+
     /// Appends an entry; returns its sequence number.
     pub fn append(&mut self, entry: AuditEntry) -> u64 {
         if entry.kind == AuditKind::Request {
@@ -743,7 +899,11 @@ impl AuditLog {
                 _ => {}
             }
         }
-        self.push(Stored::from(entry))
+        let (stored, rare) = Stored::split(entry);
+        if let Some(rare) = rare {
+            self.rare.insert(self.len, rare);
+        }
+        self.push(stored)
     }
 
     /// Appends a flow's record (the same as appending [`FlowRecord::entry`]); returns
@@ -756,26 +916,72 @@ impl AuditLog {
     }
 
     fn push(&mut self, stored: Stored) -> u64 {
-        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push(spare_chunk());
+        if self.current.len() == CHUNK || self.current.capacity() == 0 {
+            self.roll();
         }
-        if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(stored);
-            // Records ahead are lines never touched since their page was zeroed: fetch
-            // the one two records ahead now (each line once, two appends early), while
-            // the flow goes on, not under a later decision (1-client `t2e-load`, 16
-            // alternating runs: median 378k -> 409k reads/s).
-            #[cfg(target_arch = "x86_64")]
-            if let Some(ahead) = chunk.spare_capacity_mut().get(1) {
-                // SAFETY: a prefetch is a hint: it never faults and never changes memory;
-                // SSE is baseline on x86_64.
-                unsafe {
-                    core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ahead.as_ptr().cast())
-                };
-            }
+        self.current.push(stored);
+        // Records ahead are lines never touched since their page was zeroed (or, in a
+        // reused chunk, since long ago): fetch the one two records ahead now (each line
+        // once, two appends early), while the flow goes on, not under a later decision
+        // (1-client `t2e-load`, 16 alternating runs: median 378k -> 409k reads/s).
+        #[cfg(target_arch = "x86_64")]
+        if let Some(ahead) = self.current.spare_capacity_mut().get(1) {
+            // SAFETY: a prefetch is a hint: it never faults and never changes memory;
+            // SSE is baseline on x86_64.
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ahead.as_ptr().cast()) };
         }
         self.len += 1;
         self.len as u64
+    }
+
+    /// Starts a new current chunk; a full one joins `full` and is queued for the spill
+    /// file.
+    fn roll(&mut self) {
+        let next = self.recycle().unwrap_or_else(spare_chunk);
+        let done = std::mem::replace(&mut self.current, next);
+        if done.len() != CHUNK {
+            return; // the empty start
+        }
+        let done = Arc::new(done);
+        let index = self.first + self.full.len();
+        if let SpillState::Pending(dir) = &self.spill {
+            self.spill = match spill::Spill::start(dir) {
+                Ok(s) => SpillState::On(s),
+                Err(e) => {
+                    tracing::error!(
+                        dir = %dir.display(),
+                        error = %e,
+                        "cannot make the audit spill file; the audit trail stays in memory"
+                    );
+                    SpillState::Unavailable
+                }
+            };
+        }
+        if let SpillState::On(s) = &self.spill {
+            s.queue(index, &done);
+        }
+        self.full.push_back(done);
+    }
+
+    /// Takes the written chunks beyond the memory window out of memory; returns the
+    /// buffer of one of them, emptied, for the next chunk.
+    fn recycle(&mut self) -> Option<Vec<Stored>> {
+        let SpillState::On(spill) = &self.spill else { return None };
+        let durable = spill.durable();
+        let mut reused = None;
+        while self.full.len() > self.window && self.first < durable {
+            let Some(oldest) = self.full.pop_front() else { break };
+            self.first += 1;
+            // The writer dropped its share before counting the chunk as written, and
+            // queries hold none beyond the state lock: this is the last one.
+            if reused.is_none()
+                && let Ok(mut chunk) = Arc::try_unwrap(oldest)
+            {
+                chunk.clear();
+                reused = Some(chunk);
+            }
+        }
+        reused
     }
 
     /// Number of records.
@@ -788,14 +994,17 @@ impl AuditLog {
         self.len == 0
     }
 
-    /// Entries from index `start` on, oldest first.
-    fn entries_from(&self, start: usize) -> impl DoubleEndedIterator<Item = &Stored> {
-        let first = start / CHUNK;
-        self.chunks
-            .iter()
-            .enumerate()
-            .skip(first)
-            .flat_map(move |(i, c)| c[if i == first { start % CHUNK } else { 0 }..].iter())
+    /// Records kept only in the spill file (the oldest ones).
+    pub fn spilled(&self) -> usize {
+        self.first * CHUNK
+    }
+
+    /// Entry `i`, which is in memory (`i >= self.spilled()`).
+    fn in_memory(&self, i: usize) -> &Stored {
+        match self.full.get(i / CHUNK - self.first) {
+            Some(chunk) => &chunk[i % CHUNK],
+            None => &self.current[i % CHUNK],
+        }
     }
 
     /// Granted requests so far.
@@ -810,32 +1019,52 @@ impl AuditLog {
 
     /// Sequence numbers and entries matching `query`, ascending. `resource` is the
     /// query's resource already interned: `Some(None)` means a resource that was never
-    /// interned, which matches nothing.
-    pub fn query(&self, query: &AuditQuery, resource: Option<Option<LabelId>>) -> Vec<(u64, AuditEntry)> {
+    /// interned, which matches nothing. Reads the spill file for records no longer in
+    /// memory.
+    pub fn query(
+        &self,
+        query: &AuditQuery,
+        resource: Option<Option<LabelId>>,
+    ) -> Result<Vec<(u64, AuditEntry)>, AuditError> {
         let resource = match resource {
-            Some(None) => return Vec::new(),
+            Some(None) => return Ok(Vec::new()),
             Some(Some(id)) => Some(id),
             None => None,
         };
         let start = usize::try_from(query.after).unwrap_or(usize::MAX).min(self.len);
         let limit = if query.limit == 0 { usize::MAX } else { query.limit };
-        // Newest first, so that `limit` keeps the most recent matches; no copy of the log.
-        let seqs = (start as u64 + 1..=self.len as u64).rev();
-        let mut out: Vec<(u64, AuditEntry)> = seqs
-            .zip(self.entries_from(start).rev())
-            .filter(|(_, e)| {
-                resource.is_none_or(|r| e.resource() == Some(r) || e.source() == Some(r) || e.destination() == Some(r))
-            })
-            .filter(|(_, e)| match query.decision {
-                None => true,
-                Some(DecisionFilter::Granted) => e.kind == AuditKind::Request && e.result == Outcome::Granted,
-                Some(DecisionFilter::Denied) => e.kind == AuditKind::Request && e.result == Outcome::Denied,
-            })
-            .take(limit)
-            .map(|(seq, e)| (seq, e.entry()))
-            .collect();
+        let mut out: Vec<(u64, AuditEntry)> = Vec::new();
+        // Newest first, so that `limit` keeps the most recent matches; true when enough.
+        let mut visit = |i: usize, e: &Stored| {
+            let matches = resource
+                .is_none_or(|r| e.resource() == Some(r) || e.source() == Some(r) || e.destination() == Some(r))
+                && match query.decision {
+                    None => true,
+                    Some(DecisionFilter::Granted) => e.kind == AuditKind::Request && e.result == Outcome::Granted,
+                    Some(DecisionFilter::Denied) => e.kind == AuditKind::Request && e.result == Outcome::Denied,
+                };
+            if matches {
+                let rare = if e.has_rare { self.rare.get(&i) } else { None };
+                out.push((i as u64 + 1, e.entry(rare)));
+            }
+            out.len() >= limit
+        };
+        let spilled = self.spilled();
+        let mut enough = false;
+        for i in (start.max(spilled)..self.len).rev() {
+            if visit(i, self.in_memory(i)) {
+                enough = true;
+                break;
+            }
+        }
+        if !enough
+            && start < spilled
+            && let SpillState::On(spill) = &self.spill
+        {
+            spill.visit_back(start, spilled, visit)?;
+        }
         out.reverse();
-        out
+        Ok(out)
     }
 }
 
@@ -852,17 +1081,123 @@ mod tests {
             e.bytes = i as u64;
             assert_eq!(log.append(e), i as u64 + 1);
         }
-        let all = log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: 0 }, None);
+        let all = log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: 0 }, None).unwrap();
         assert_eq!(all.len(), 2 * CHUNK + 5);
         assert!(all.iter().all(|(seq, e)| *seq == e.bytes + 1));
-        let tail = log.query(&AuditQuery { resource: None, decision: None, limit: 3, after: CHUNK as u64 - 1 }, None);
+        let tail =
+            log.query(&AuditQuery { resource: None, decision: None, limit: 3, after: CHUNK as u64 - 1 }, None).unwrap();
         assert_eq!(
             tail.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![2 * CHUNK as u64 + 3, 2 * CHUNK as u64 + 4, 2 * CHUNK as u64 + 5]
         );
-        let across = log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: CHUNK as u64 - 1 }, None);
+        let across =
+            log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: CHUNK as u64 - 1 }, None).unwrap();
         assert_eq!(across.first().map(|(s, _)| *s), Some(CHUNK as u64));
         assert_eq!(across.len(), CHUNK + 6);
+    }
+
+    #[test]
+    fn every_kind_and_outcome_survives_the_spill_encoding() {
+        let mut stored = Vec::new();
+        for kind in KINDS {
+            for result in OUTCOMES {
+                for direction in [None, Some(Direction::Read), Some(Direction::Write)] {
+                    stored.push(Stored {
+                        time_us: u64::MAX - 1,
+                        bytes: 1 << 40,
+                        grant: 3,
+                        starttime: 4,
+                        pid: u32::MAX,
+                        fd: -1,
+                        labels: [7, 8, u32::MAX],
+                        kind,
+                        direction,
+                        result,
+                        present: Present(0x3f),
+                        has_rare: result == Outcome::Denied,
+                    });
+                }
+            }
+        }
+        for s in stored {
+            let mut bytes = [0u8; RECORD_BYTES];
+            s.encode(&mut bytes);
+            let back = Stored::decode(&bytes).expect("decodes");
+            assert_eq!(back.entry(None), s.entry(None));
+            assert_eq!(back.has_rare, s.has_rare);
+        }
+        assert!(Stored::decode(&[0xff; RECORD_BYTES]).is_none(), "garbage is refused");
+    }
+
+    /// Waits (bounded) until the spill writer has written `chunks` chunks.
+    fn wait_written(log: &AuditLog, chunks: usize) {
+        let SpillState::On(spill) = &log.spill else { panic!("the log does not spill") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while spill.durable() < chunks {
+            assert!(std::time::Instant::now() < deadline, "the spill writer is stuck");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn written_chunks_leave_memory_and_queries_read_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AuditLog::new(&AuditConfig { spill_dir: Some(dir.path().into()), memory_chunks: 1 });
+        let total = 4 * CHUNK + 5;
+        let append = |log: &mut AuditLog, i: usize| {
+            // Every 10 000th record a denial (its denial kept aside), the rest flows.
+            let result = if i.is_multiple_of(10_000) { AuditOutcome::Denied(denial()) } else { AuditOutcome::Granted };
+            let mut e = request(result, (i % 3) as u32);
+            e.bytes = i as u64;
+            assert_eq!(log.append(e), i as u64 + 1);
+        };
+        for i in 0..2 * CHUNK + 1 {
+            append(&mut log, i);
+        }
+        wait_written(&log, 2);
+        for i in 2 * CHUNK + 1..total {
+            append(&mut log, i);
+        }
+        assert!(log.spilled() >= 2 * CHUNK, "written chunks left memory: {} spilled", log.spilled());
+        assert!(log.full.len() <= 2, "memory holds the window: {} full chunks", log.full.len());
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "the spill file is unlinked");
+
+        let all = log.query(&AuditQuery::default(), None).unwrap();
+        assert_eq!(all.len(), total);
+        assert!(
+            all.iter().all(|(seq, e)| *seq == e.bytes + 1 && e.source == LabelId::from_index((e.bytes % 3) as usize))
+        );
+        let denied =
+            log.query(&AuditQuery { decision: Some(DecisionFilter::Denied), ..Default::default() }, None).unwrap();
+        assert_eq!(denied.len(), total.div_ceil(10_000));
+        assert!(denied.iter().all(|(_, e)| e.result == AuditOutcome::Denied(denial())));
+        assert_eq!(log.denied(), denied.len() as u64);
+        // A window across the disk and memory, and one on disk only.
+        let across = log.query(&AuditQuery { after: CHUNK as u64, limit: 0, ..Default::default() }, None).unwrap();
+        assert_eq!(across.len(), total - CHUNK);
+        assert_eq!(across.first().map(|(s, _)| *s), Some(CHUNK as u64 + 1));
+        let by_src =
+            log.query(&AuditQuery { after: 10, limit: 2, ..Default::default() }, LabelId::from_index(1).map(Some));
+        let seqs: Vec<u64> = by_src.unwrap().iter().map(|(s, _)| *s).collect();
+        let mut newest_src1: Vec<u64> = (0..total).rev().filter(|i| i % 3 == 1).map(|i| i as u64 + 1).take(2).collect();
+        newest_src1.reverse();
+        assert_eq!(seqs, newest_src1);
+        let oldest = log.query(&AuditQuery { after: 0, limit: 0, ..Default::default() }, None).unwrap();
+        assert_eq!(oldest[0].1.bytes, 0);
+        assert_eq!(oldest[0].1.result, AuditOutcome::Denied(denial()), "a record on disk keeps its denial");
+    }
+
+    #[test]
+    fn an_unusable_spill_directory_keeps_everything_in_memory() {
+        let mut log =
+            AuditLog::new(&AuditConfig { spill_dir: Some("/nonexistent/trace2e-spill".into()), memory_chunks: 1 });
+        for i in 0..3 * CHUNK {
+            log.append(request(AuditOutcome::Granted, (i % 2) as u32));
+        }
+        assert!(matches!(log.spill, SpillState::Unavailable));
+        assert_eq!(log.spilled(), 0);
+        assert_eq!(log.query(&AuditQuery::default(), None).unwrap().len(), 3 * CHUNK);
+        assert!(check_spill_dir(std::path::Path::new("/nonexistent/trace2e-spill")).is_err());
     }
 
     fn request(result: AuditOutcome, src: u32) -> AuditEntry {
@@ -889,19 +1224,19 @@ mod tests {
         assert_eq!(log.append(request(AuditOutcome::Granted, 2)), 4);
         assert_eq!((log.granted(), log.denied()), (2, 1));
 
-        let all = log.query(&AuditQuery::default(), None);
+        let all = log.query(&AuditQuery::default(), None).unwrap();
         assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         let q = AuditQuery { decision: Some(DecisionFilter::Granted), ..Default::default() };
-        assert_eq!(log.query(&q, None).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2, 4]);
+        assert_eq!(log.query(&q, None).unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2, 4]);
         let q = AuditQuery { limit: 2, ..Default::default() };
-        assert_eq!(log.query(&q, None).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(log.query(&q, None).unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
         let q = AuditQuery { after: 2, ..Default::default() };
-        assert_eq!(log.query(&q, None).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
-        let by_src = log.query(&AuditQuery::default(), Some(LabelId::from_index(2)));
+        assert_eq!(log.query(&q, None).unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
+        let by_src = log.query(&AuditQuery::default(), Some(LabelId::from_index(2))).unwrap();
         assert_eq!(by_src.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
-        assert!(log.query(&AuditQuery::default(), Some(None)).is_empty());
+        assert!(log.query(&AuditQuery::default(), Some(None)).unwrap().is_empty());
         let q = AuditQuery { after: 99, ..Default::default() };
-        assert!(log.query(&q, None).is_empty());
+        assert!(log.query(&q, None).unwrap().is_empty());
     }
 
     #[test]
@@ -934,7 +1269,7 @@ mod tests {
         log.append(full.clone());
         log.append(plain.clone());
         log.append(zeros.clone());
-        let all = log.query(&AuditQuery::default(), None);
+        let all = log.query(&AuditQuery::default(), None).unwrap();
         assert_eq!(all, vec![(1, full), (2, plain), (3, zeros)]);
     }
 
@@ -963,8 +1298,8 @@ mod tests {
             full.append(r.entry());
         }
         let q = AuditQuery::default();
-        assert_eq!(compact.query(&q, None), full.query(&q, None));
-        assert_eq!(compact.query(&q, None).len(), 3);
+        assert_eq!(compact.query(&q, None).unwrap(), full.query(&q, None).unwrap());
+        assert_eq!(compact.query(&q, None).unwrap().len(), 3);
         assert_eq!((compact.granted(), compact.denied()), (1, 0));
         assert_eq!((full.granted(), full.denied()), (1, 0));
     }

@@ -81,6 +81,15 @@ pub struct DaemonArgs {
     /// Unix socket for operators (O2M) [default: /run/trace2e/o2m.sock].
     #[arg(long, value_name = "PATH")]
     pub o2m_socket: Option<PathBuf>,
+    /// Memory for the audit trail, in MiB (4 MiB chunks, at least 8): older records go
+    /// to an unlinked spill file in --audit-spill-dir; 0 keeps the whole trail in
+    /// memory [default: 64].
+    #[arg(long, value_name = "MIB")]
+    pub audit_memory_mib: Option<u64>,
+    /// Directory of the audit spill file (deleted on exit; use a disk, not a tmpfs)
+    /// [default: /var/tmp].
+    #[arg(long, value_name = "DIR")]
+    pub audit_spill_dir: Option<PathBuf>,
     /// Integrity level of processes whose executable has no policy [default: 0].
     #[arg(long, value_name = "N")]
     pub process_integrity: Option<u32>,
@@ -147,6 +156,8 @@ struct FileConfig {
     p2m_grpc_socket: Option<PathBuf>,
     shm_linger_us: Option<u64>,
     o2m_socket: Option<PathBuf>,
+    audit_memory_mib: Option<u64>,
+    audit_spill_dir: Option<PathBuf>,
     process_integrity: Option<u32>,
     reservation_timeout_ms: Option<u64>,
     lease_ms: Option<u64>,
@@ -295,6 +306,19 @@ impl DaemonArgs {
                 message: "p2m-socket, p2m-grpc-socket and o2m-socket must be three different paths".into(),
             });
         }
+        let audit_mib = self.audit_memory_mib.or(file.audit_memory_mib).unwrap_or(64);
+        if (1..8).contains(&audit_mib) || audit_mib > 1 << 20 {
+            return Err(ConfigError::Invalid {
+                key: "audit-memory-mib",
+                message: format!("{audit_mib} MiB is out of range (0, or 8 MiB to 1 TiB)"),
+            });
+        }
+        engine.audit = crate::audit::AuditConfig {
+            spill_dir: (audit_mib > 0)
+                .then(|| self.audit_spill_dir.clone().or(file.audit_spill_dir).unwrap_or_else(|| "/var/tmp".into())),
+            // One chunk fills while the others are kept.
+            memory_chunks: (audit_mib as usize / crate::audit::CHUNK_MIB).saturating_sub(1),
+        };
         let mut shm = crate::p2m::shm::ShmConfig::default();
         if let Some(us) = self.shm_linger_us.or(file.shm_linger_us) {
             if us > 1_000_000 {

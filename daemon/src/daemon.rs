@@ -35,6 +35,17 @@ pub enum DaemonError {
     /// Another daemon already serves this socket.
     #[error("{0} is in use by a running daemon")]
     InUse(PathBuf),
+    /// The audit spill directory cannot hold the spill file.
+    #[error(
+        "cannot make the audit spill file in {}: {source} (set --audit-spill-dir, or --audit-memory-mib 0 to keep the audit trail in memory)",
+        dir.display()
+    )]
+    AuditSpill {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// The M2M address cannot be bound.
     #[error("cannot serve M2M on {addr}: {source}")]
     BindM2m {
@@ -100,6 +111,9 @@ pub async fn run_until(
     config: DaemonConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
+    if let Some(dir) = &config.engine.audit.spill_dir {
+        crate::audit::check_spill_dir(dir).map_err(|source| DaemonError::AuditSpill { dir: dir.clone(), source })?;
+    }
     let tls = config.federation.tls.as_ref().map(Tls::load).transpose()?;
     let peers = federation::client(
         &config.engine.topology.node,

@@ -29,7 +29,9 @@ use trace2e_proto::{
 };
 
 use crate::FastMap;
-use crate::audit::{AuditEntry, AuditKind, AuditOutcome, AuditQuery, AuditRecord, FlowRecord, FlowResult};
+use crate::audit::{
+    AuditEntry, AuditError, AuditKind, AuditLog, AuditOutcome, AuditQuery, AuditRecord, FlowRecord, FlowResult,
+};
 use crate::breakdown::Stage;
 use crate::compliance::{ComplianceCache, Destination, Rules, Target, UnknownLabel, Verdict, evaluate_owned};
 use crate::consent::{ConsentDestination, ConsentRequest, ConsentWaiters};
@@ -64,6 +66,8 @@ pub struct EngineConfig {
     pub remote_lease: Duration,
     /// Per-stage timing of mediated I/Os (off unless `TRACE2E_BREAKDOWN=1`).
     pub breakdown: std::sync::Arc<crate::breakdown::Breakdown>,
+    /// Where the audit trail is kept (all in memory unless a spill directory is set).
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl EngineConfig {
@@ -80,6 +84,7 @@ impl EngineConfig {
             remote_cache_ttl: Duration::from_secs(1),
             remote_lease: Duration::from_secs(10),
             breakdown: std::sync::Arc::new(crate::breakdown::Breakdown::default()),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }
@@ -483,7 +488,7 @@ impl Engine {
             Rules { topology: config.topology.clone(), default_process_integrity: config.default_process_integrity };
         Self {
             core: RwLock::new(Core {
-                state: State::new(config.topology.node.clone()),
+                state: State::with_audit(config.topology.node.clone(), AuditLog::new(&config.audit)),
                 cache: ComplianceCache::default(),
                 grants: FastMap::default(),
                 all_local: FastMap::default(),
@@ -1621,15 +1626,15 @@ impl Engine {
         out
     }
 
-    /// Audit records matching `query`, ascending by sequence number.
-    pub fn audit(&self, query: &AuditQuery) -> Vec<AuditRecord> {
+    /// Audit records matching `query`, ascending by sequence number. Fails only if
+    /// records that left memory cannot be read back from the spill file.
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
         let core = self.core.read();
         let state = &core.state;
         let resource = query.resource.as_ref().map(|r| state.id(r));
         let name = |id: Option<LabelId>| id.and_then(|id| state.resource(id).cloned());
-        state
-            .audit()
-            .query(query, resource)
+        let records = state.audit().query(query, resource)?;
+        Ok(records
             .into_iter()
             .map(|(seq, e)| AuditRecord {
                 seq,
@@ -1651,7 +1656,7 @@ impl Engine {
                 exe: e.exe.clone(),
                 result: e.result.clone(),
             })
-            .collect()
+            .collect())
     }
 
     /// Counters.
@@ -1763,9 +1768,9 @@ mod tests {
         e.enroll(p, Fd(3), file("/a")).unwrap();
         e.enroll(q, Fd(3), file("/a")).unwrap();
         let g = grant_of(&e.try_request(p, Fd(3), Direction::Write).unwrap().expect("decided at once"));
-        let recorded = e.audit(&AuditQuery::default()).len();
+        let recorded = e.audit(&AuditQuery::default()).unwrap().len();
         assert!(e.try_request(q, Fd(3), Direction::Read).unwrap().is_none(), "p's write holds /a");
-        assert_eq!(e.audit(&AuditQuery::default()).len(), recorded, "a refused try records nothing");
+        assert_eq!(e.audit(&AuditQuery::default()).unwrap().len(), recorded, "a refused try records nothing");
         assert_eq!(e.status().active_grants, 1);
         let waiting = {
             let e = Arc::clone(&e);
@@ -1795,7 +1800,7 @@ mod tests {
         assert_eq!(e.status().enrolled_fds, 1);
         io(&e, p, 3, Direction::Read, 1).await;
         assert_eq!(e.provenance(&Resource::Process(p)), vec![at(&file("/b"))]);
-        let kinds: Vec<AuditKind> = e.audit(&AuditQuery::default()).iter().map(|r| r.kind).collect();
+        let kinds: Vec<AuditKind> = e.audit(&AuditQuery::default()).unwrap().iter().map(|r| r.kind).collect();
         assert_eq!(
             kinds,
             [
@@ -1849,7 +1854,7 @@ mod tests {
         e.report(p, g, IoOutcome { ok: true, bytes: 0 }).unwrap();
         assert!(e.provenance(&Resource::Process(p)).is_empty());
         assert!(e.lineage(&Resource::Process(p)).is_empty());
-        let reports = e.audit(&AuditQuery::default());
+        let reports = e.audit(&AuditQuery::default()).unwrap();
         let results: Vec<&AuditOutcome> =
             reports.iter().filter(|r| r.kind == AuditKind::Report).map(|r| &r.result).collect();
         assert_eq!(results, [&AuditOutcome::Failed, &AuditOutcome::Ok]);
@@ -1886,7 +1891,7 @@ mod tests {
             "integrity 0 of process://12.7@n1 (/bin/app12) is below 1 required by file:///out@n1"
         );
 
-        let all = e.audit(&AuditQuery::default());
+        let all = e.audit(&AuditQuery::default()).unwrap();
         assert!(all.windows(2).all(|w| w[0].seq + 1 == w[1].seq) && all[0].seq == 1);
         let read = all.iter().find(|r| r.kind == AuditKind::Request && r.direction == Some(Direction::Read)).unwrap();
         assert_eq!(read.source, Some(at(&file("/in"))));
@@ -1897,15 +1902,18 @@ mod tests {
         assert_eq!((report.bytes, report.grant), (5, read.grant));
 
         let q = AuditQuery { decision: Some(DecisionFilter::Denied), ..Default::default() };
-        let denied = e.audit(&q);
+        let denied = e.audit(&q).unwrap();
         assert_eq!(denied.len(), 1);
         assert_eq!(denied[0].result, AuditOutcome::Denied(denial));
         assert!(denied[0].to_text().contains("denied (integrity on process://12.7@n1"), "{}", denied[0].to_text());
         let q = AuditQuery { resource: Some(at(&file("/in"))), ..Default::default() };
-        let kinds: Vec<AuditKind> = e.audit(&q).iter().map(|r| r.kind).collect();
+        let kinds: Vec<AuditKind> = e.audit(&q).unwrap().iter().map(|r| r.kind).collect();
         assert_eq!(kinds, [AuditKind::Enroll, AuditKind::Request, AuditKind::Report]);
         let q = AuditQuery { limit: 2, ..Default::default() };
-        assert_eq!(e.audit(&q).iter().map(|r| r.seq).collect::<Vec<_>>(), [all.len() as u64 - 1, all.len() as u64]);
+        assert_eq!(
+            e.audit(&q).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [all.len() as u64 - 1, all.len() as u64]
+        );
         assert!(e.reservations_idle(), "a denial releases its reservations");
     }
 
@@ -1921,7 +1929,7 @@ mod tests {
         let s = e.status();
         assert_eq!((s.processes, s.enrolled_fds, s.active_grants, s.granted, s.denied), (1, 2, 1, 1, 1));
         assert_eq!(s.labelled_resources, 4, "process, exe, /a, /b");
-        assert_eq!(s.audit_records, e.audit(&AuditQuery::default()).len());
+        assert_eq!(s.audit_records, e.audit(&AuditQuery::default()).unwrap().len());
         e.report(p, g, IoOutcome { ok: true, bytes: 1 }).unwrap();
         e.process_exited(p);
         let s = e.status();
@@ -1948,7 +1956,7 @@ mod tests {
         let p = ProcessId { pid: 5, starttime: 5 };
         e.attach_process(ProcessInfo { id: p, exe: "/usr/bin/server".into(), uid: 0 });
         assert_eq!(e.policy(&Resource::Process(p)).integrity, IntegrityLevel(2), "inherited from exe");
-        let kinds: Vec<AuditKind> = e.audit(&AuditQuery::default()).iter().map(|r| r.kind).collect();
+        let kinds: Vec<AuditKind> = e.audit(&AuditQuery::default()).unwrap().iter().map(|r| r.kind).collect();
         assert_eq!(
             kinds,
             [
@@ -2023,7 +2031,7 @@ mod tests {
         io(&e, p, 3, Direction::Read, 3).await; // a local process may read local secrets
         let d = denial_of(ask(&e, p, 4, Direction::Write).await);
         assert_eq!((d.policy, d.resource), (PolicyKind::Confidentiality, at(&file("/secret"))));
-        let records = e.audit(&AuditQuery { decision: Some(DecisionFilter::Denied), ..Default::default() });
+        let records = e.audit(&AuditQuery { decision: Some(DecisionFilter::Denied), ..Default::default() }).unwrap();
         assert_eq!(records[0].external_peer, Some("9.9.9.9:443".parse().unwrap()));
         assert_eq!(records[0].destination, Some(at(&stream)));
         assert!(e.reservations_idle());
@@ -2065,7 +2073,9 @@ mod tests {
         assert!(e.reservations_idle());
         assert_eq!(e.provenance(&Resource::Process(p)), vec![at(&file("/a"))], "assumed performed");
         assert_eq!(e.report(p, g, IoOutcome { ok: true, bytes: 1 }), Err(EngineError::UnknownGrant { grant: g }));
-        assert!(e.audit(&AuditQuery::default()).iter().any(|r| r.kind == AuditKind::Expired && r.grant == Some(g)));
+        assert!(
+            e.audit(&AuditQuery::default()).unwrap().iter().any(|r| r.kind == AuditKind::Expired && r.grant == Some(g))
+        );
     }
 
     #[tokio::test]
@@ -2080,7 +2090,7 @@ mod tests {
         assert_eq!(e.status().enrolled_fds, 0);
         assert_eq!(e.request(p, Fd(3), Direction::Read).await, Err(EngineError::NotEnrolled { process: p, fd: Fd(3) }));
         let kinds: Vec<AuditKind> =
-            e.audit(&AuditQuery { after: 4, ..Default::default() }).iter().map(|r| r.kind).collect();
+            e.audit(&AuditQuery { after: 4, ..Default::default() }).unwrap().iter().map(|r| r.kind).collect();
         assert_eq!(kinds, [AuditKind::Expired, AuditKind::Unenroll, AuditKind::Unenroll, AuditKind::Exit]);
         // The label keeps the executable: a reader of what it wrote sees it.
         assert!(e.policy(&Resource::Process(p)) == Policy::default());
@@ -2152,7 +2162,8 @@ mod tests {
         let d = denial_of(ask(&e, p, 3, Direction::Read).await);
         assert_eq!(d.policy, PolicyKind::Consent);
         assert!(d.reason.contains("refused"), "{}", d.reason);
-        let decisions = e.audit(&AuditQuery::default()).into_iter().filter(|r| r.kind == AuditKind::ConsentDecision);
+        let decisions =
+            e.audit(&AuditQuery::default()).unwrap().into_iter().filter(|r| r.kind == AuditKind::ConsentDecision);
         assert_eq!(decisions.count(), 3);
     }
 
@@ -2358,8 +2369,8 @@ mod tests {
         assert_eq!(f2.count("check"), 1);
         let prov = e2.provenance(&Resource::Process(reader));
         assert!(prov.contains(&at1(&file("/a"))), "{prov:?}");
-        assert!(e2.audit(&AuditQuery::default()).iter().any(|r| r.kind == AuditKind::RemoteFlow));
-        assert!(e1.audit(&AuditQuery::default()).iter().any(|r| r.kind == AuditKind::RemoteCheck));
+        assert!(e2.audit(&AuditQuery::default()).unwrap().iter().any(|r| r.kind == AuditKind::RemoteFlow));
+        assert!(e1.audit(&AuditQuery::default()).unwrap().iter().any(|r| r.kind == AuditKind::RemoteCheck));
 
         // New provenance: the full protocol again.
         e1.enroll(writer, Fd(5), file("/b")).unwrap();

@@ -75,6 +75,9 @@ pub enum OperatorError {
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Audit records cannot be read back from the spill file.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl From<OperatorError> for Status {
@@ -88,6 +91,7 @@ impl From<OperatorError> for Status {
             | OperatorError::InvalidDecision(_) => Code::InvalidArgument,
             OperatorError::Remote { .. } => Code::FailedPrecondition,
             OperatorError::Engine(e) => engine_code(e),
+            OperatorError::Audit(_) => Code::Internal,
         };
         if code == Code::Internal {
             tracing::warn!(error = %e, "operator request failed");
@@ -230,7 +234,7 @@ impl OperatorService {
             limit: usize::try_from(request.limit).unwrap_or(usize::MAX),
             after: request.after,
         };
-        Ok(o2m::AuditResponse { records: self.engine.audit(&query).iter().map(audit_record).collect() })
+        Ok(o2m::AuditResponse { records: self.engine.audit(&query)?.iter().map(audit_record).collect() })
     }
 
     fn enforce(&self, request: o2m::EnforceConsentRequest) -> Result<o2m::EnforceConsentResponse, OperatorError> {

@@ -207,8 +207,13 @@ pub struct State {
 }
 
 impl State {
-    /// Empty state of `node`.
+    /// Empty state of `node`, its audit trail all in memory.
     pub fn new(node: NodeId) -> Self {
+        Self::with_audit(node, AuditLog::default())
+    }
+
+    /// Empty state of `node` with an (empty) audit trail kept as `audit` is.
+    pub fn with_audit(node: NodeId, audit: AuditLog) -> Self {
         Self {
             node,
             labels: Vec::new(),
@@ -216,7 +221,7 @@ impl State {
             enrollments: Enrollments::default(),
             consent: FastMap::default(),
             lineage: Lineage::default(),
-            audit: AuditLog::default(),
+            audit,
             epoch: 0,
         }
     }
