@@ -715,7 +715,7 @@ impl Stored {
         let rare = rare.cloned().unwrap_or_default();
         let result = match self.result {
             Outcome::Granted => AuditOutcome::Granted,
-            // A denied record always carries its denial (see `From<AuditEntry>`).
+            // A denied record always carries its denial (see `Stored::split`).
             Outcome::Denied => rare.denial.map_or(AuditOutcome::Failed, AuditOutcome::Denied),
             Outcome::Ok => AuditOutcome::Ok,
             Outcome::Failed => AuditOutcome::Failed,
