@@ -113,6 +113,8 @@ pub struct EngineStatus {
     pub labelled_resources: usize,
     /// Audit records.
     pub audit_records: usize,
+    /// Of those, the oldest ones kept only in the spill file.
+    pub audit_records_on_disk: usize,
     /// Granted requests.
     pub granted: u64,
     /// Denied requests.
@@ -1670,6 +1672,7 @@ impl Engine {
             active_grants,
             labelled_resources: state.labels(),
             audit_records: state.audit().len(),
+            audit_records_on_disk: state.audit().spilled(),
             granted: state.audit().granted(),
             denied: state.audit().denied(),
             pending_consents: self.consent.len(),

@@ -166,6 +166,7 @@ impl OperatorService {
             active_grants: s.active_grants as u64,
             resources: s.labelled_resources as u64,
             audit_records: s.audit_records as u64,
+            audit_records_on_disk: s.audit_records_on_disk as u64,
             granted: s.granted,
             denied: s.denied,
             uptime_secs: self.started.elapsed().as_secs(),

@@ -38,7 +38,7 @@
 //!
 //! `trace2e status --format json`: the fields of `StatusResponse` (`node`, `version`,
 //! `uptime_secs`, `addresses`, `processes`, `enrolled`, `active_grants`, `resources`,
-//! `audit_records`, `granted`, `denied`), plus, when the daemon runs with
+//! `audit_records`, `audit_records_on_disk`, `granted`, `denied`), plus, when the daemon runs with
 //! `TRACE2E_BREAKDOWN=1`, `breakdown: {"stages": [{"name", "total_ns", "count"}]}`
 //! (cumulative since start-up). `trace2e policy get --format json`:
 //! `{ "policies": [ { "resource", "confidentiality": "public"|"secret", "integrity",
@@ -145,6 +145,7 @@ struct StatusJson<'a> {
     active_grants: u64,
     resources: u64,
     audit_records: u64,
+    audit_records_on_disk: u64,
     granted: u64,
     denied: u64,
     /// Present only when the daemon measures its stages (`TRACE2E_BREAKDOWN=1`).
@@ -177,6 +178,7 @@ pub fn status(s: &o2m::StatusResponse, format: Format) -> String {
             active_grants: s.active_grants,
             resources: s.resources,
             audit_records: s.audit_records,
+            audit_records_on_disk: s.audit_records_on_disk,
             granted: s.granted,
             denied: s.denied,
             breakdown: (!s.breakdown.is_empty()).then(|| BreakdownJson {
@@ -198,11 +200,20 @@ pub fn status(s: &o2m::StatusResponse, format: Format) -> String {
                 ("enrolled fds", s.enrolled.to_string()),
                 ("active grants", s.active_grants.to_string()),
                 ("resources", s.resources.to_string()),
-                ("audit records", format!("{} (granted {}, denied {})", s.audit_records, s.granted, s.denied)),
+                ("audit records", audit_counts(s)),
             ];
             table(&rows.map(|(k, v)| vec![k.to_owned(), v]))
         }
     }
+}
+
+/// `N (granted G, denied D)`, with how many of the N are only on disk when any are.
+fn audit_counts(s: &o2m::StatusResponse) -> String {
+    let on_disk = match s.audit_records_on_disk {
+        0 => String::new(),
+        n => format!(", {n} of them in the spill file"),
+    };
+    format!("{} (granted {}, denied {}{on_disk})", s.audit_records, s.granted, s.denied)
 }
 
 #[derive(Serialize)]
@@ -584,12 +595,16 @@ lineage (2 edges):
             uptime_secs: 3725,
             version: "0.1.0".into(),
             breakdown: Vec::new(),
+            audit_records_on_disk: 0,
         };
         let text = status(&s, Format::Text);
         assert!(text.starts_with("node           node-a\n"), "{text}");
         assert!(text.contains("uptime         1h 2m 5s\n"), "{text}");
         assert!(text.contains("addresses      10.0.0.1, ::1\n"), "{text}");
         assert!(text.contains("audit records  12 (granted 10, denied 2)\n"), "{text}");
+        let spilled = o2m::StatusResponse { audit_records_on_disk: 7, ..s.clone() };
+        let text = status(&spilled, Format::Text);
+        assert!(text.contains("audit records  12 (granted 10, denied 2, 7 of them in the spill file)\n"), "{text}");
         let v: serde_json::Value = serde_json::from_str(&status(&s, Format::Json)).unwrap();
         assert_eq!(v["node"], "node-a");
         assert_eq!(v["uptime_secs"], 3725);
