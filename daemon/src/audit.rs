@@ -1020,51 +1020,112 @@ impl AuditLog {
     /// Sequence numbers and entries matching `query`, ascending. `resource` is the
     /// query's resource already interned: `Some(None)` means a resource that was never
     /// interned, which matches nothing. Reads the spill file for records no longer in
-    /// memory.
+    /// memory, holding `self` all along: the engine uses [`AuditLog::query_memory`],
+    /// [`DiskScan::run`] and [`AuditLog::resolve`] to read the file without its lock.
     pub fn query(
         &self,
         query: &AuditQuery,
         resource: Option<Option<LabelId>>,
     ) -> Result<Vec<(u64, AuditEntry)>, AuditError> {
-        let resource = match resource {
-            Some(None) => return Ok(Vec::new()),
-            Some(Some(id)) => Some(id),
-            None => None,
-        };
-        let start = usize::try_from(query.after).unwrap_or(usize::MAX).min(self.len);
-        let limit = if query.limit == 0 { usize::MAX } else { query.limit };
-        let mut out: Vec<(u64, AuditEntry)> = Vec::new();
-        // Newest first, so that `limit` keeps the most recent matches; true when enough.
-        let mut visit = |i: usize, e: &Stored| {
-            let matches = resource
-                .is_none_or(|r| e.resource() == Some(r) || e.source() == Some(r) || e.destination() == Some(r))
-                && match query.decision {
-                    None => true,
-                    Some(DecisionFilter::Granted) => e.kind == AuditKind::Request && e.result == Outcome::Granted,
-                    Some(DecisionFilter::Denied) => e.kind == AuditKind::Request && e.result == Outcome::Denied,
-                };
-            if matches {
-                let rare = if e.has_rare { self.rare.get(&i) } else { None };
-                out.push((i as u64 + 1, e.entry(rare)));
-            }
-            out.len() >= limit
-        };
-        let spilled = self.spilled();
-        let mut enough = false;
-        for i in (start.max(spilled)..self.len).rev() {
-            if visit(i, self.in_memory(i)) {
-                enough = true;
-                break;
-            }
-        }
-        if !enough
-            && start < spilled
-            && let SpillState::On(spill) = &self.spill
-        {
-            spill.visit_back(start, spilled, visit)?;
+        let (mut out, scan) = self.query_memory(query, resource);
+        if let Some(scan) = scan {
+            out.extend(self.resolve(scan.run()?));
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// The part of `query`'s answer in memory, newest first, and the scan of the spill
+    /// file that completes it if memory did not hold enough. The spilled records never
+    /// change, so the scan may run after the caller released the log.
+    pub fn query_memory(
+        &self,
+        query: &AuditQuery,
+        resource: Option<Option<LabelId>>,
+    ) -> (Vec<(u64, AuditEntry)>, Option<DiskScan>) {
+        let resource = match resource {
+            Some(None) => return (Vec::new(), None),
+            Some(Some(id)) => Some(id),
+            None => None,
+        };
+        let filter = Filter { resource, decision: query.decision };
+        let start = usize::try_from(query.after).unwrap_or(usize::MAX).min(self.len);
+        let limit = if query.limit == 0 { usize::MAX } else { query.limit };
+        let spilled = self.spilled();
+        // Newest first, so that `limit` keeps the most recent matches.
+        let mut out = Vec::new();
+        for i in (start.max(spilled)..self.len).rev() {
+            if out.len() >= limit {
+                return (out, None);
+            }
+            let e = self.in_memory(i);
+            if filter.matches(e) {
+                out.push((i as u64 + 1, e.entry(self.rare_of(i, e))));
+            }
+        }
+        let scan = match &self.spill {
+            SpillState::On(spill) if start < spilled && out.len() < limit => {
+                Some(DiskScan { file: spill.reader(), start, end: spilled, limit: limit - out.len(), filter })
+            }
+            _ => None,
+        };
+        (out, scan)
+    }
+
+    /// Entries for what a [`DiskScan`] found (newest first, as found).
+    pub fn resolve(&self, found: Vec<(usize, StoredRecord)>) -> impl Iterator<Item = (u64, AuditEntry)> + '_ {
+        found.into_iter().map(|(i, StoredRecord(e))| (i as u64 + 1, e.entry(self.rare_of(i, &e))))
+    }
+
+    fn rare_of(&self, i: usize, e: &Stored) -> Option<&Rare> {
+        if e.has_rare { self.rare.get(&i) } else { None }
+    }
+}
+
+/// Which records a query wants, by their stored fields.
+#[derive(Debug, Clone, Copy)]
+struct Filter {
+    resource: Option<LabelId>,
+    decision: Option<DecisionFilter>,
+}
+
+impl Filter {
+    fn matches(&self, e: &Stored) -> bool {
+        self.resource.is_none_or(|r| e.resource() == Some(r) || e.source() == Some(r) || e.destination() == Some(r))
+            && match self.decision {
+                None => true,
+                Some(DecisionFilter::Granted) => e.kind == AuditKind::Request && e.result == Outcome::Granted,
+                Some(DecisionFilter::Denied) => e.kind == AuditKind::Request && e.result == Outcome::Denied,
+            }
+    }
+}
+
+/// A record read back from the spill file, to be turned into an entry by
+/// [`AuditLog::resolve`].
+#[derive(Debug, Clone, Copy)]
+pub struct StoredRecord(Stored);
+
+/// The part of a query that reads the spill file (see [`AuditLog::query_memory`]).
+#[derive(Debug)]
+pub struct DiskScan {
+    file: spill::Reader,
+    start: usize,
+    end: usize,
+    limit: usize,
+    filter: Filter,
+}
+
+impl DiskScan {
+    /// Reads the matching records, newest first, up to the query's limit.
+    pub fn run(self) -> Result<Vec<(usize, StoredRecord)>, AuditError> {
+        let mut found = Vec::new();
+        self.file.visit_back(self.start, self.end, |i, e| {
+            if self.filter.matches(e) {
+                found.push((i, StoredRecord(*e)));
+            }
+            found.len() >= self.limit
+        })?;
+        Ok(found)
     }
 }
 

@@ -1630,12 +1630,25 @@ impl Engine {
 
     /// Audit records matching `query`, ascending by sequence number. Fails only if
     /// records that left memory cannot be read back from the spill file.
+    ///
+    /// Records that left memory are read from the spill file without the state lock,
+    /// so that a deep query does not stall every flow: written records never change,
+    /// and labels are never removed, so the answer is the same.
     pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        let (mut records, scan) = {
+            let core = self.core.read();
+            let state = &core.state;
+            let resource = query.resource.as_ref().map(|r| state.id(r));
+            state.audit().query_memory(query, resource)
+        };
+        let found = scan.map(|s| s.run()).transpose()?;
         let core = self.core.read();
         let state = &core.state;
-        let resource = query.resource.as_ref().map(|r| state.id(r));
+        if let Some(found) = found {
+            records.extend(state.audit().resolve(found));
+        }
+        records.reverse();
         let name = |id: Option<LabelId>| id.and_then(|id| state.resource(id).cloned());
-        let records = state.audit().query(query, resource)?;
         Ok(records
             .into_iter()
             .map(|(seq, e)| AuditRecord {

@@ -121,6 +121,17 @@ impl Spill {
         self.shared.durable.load(Ordering::Acquire)
     }
 
+    /// A handle that reads the written chunks, usable without the log.
+    pub(super) fn reader(&self) -> Reader {
+        Reader(Arc::clone(&self.shared))
+    }
+}
+
+/// Reads a spill file's written chunks.
+#[derive(Debug)]
+pub(super) struct Reader(Arc<Shared>);
+
+impl Reader {
     /// Visits the records of `start..end` (all written) newest first, until `visit`
     /// says it has enough.
     pub(super) fn visit_back(
@@ -134,8 +145,8 @@ impl Spill {
         while i > start {
             let first = (i - 1) / PER_BLOCK * PER_BLOCK;
             let offset = (first * RECORD_BYTES) as u64;
-            read_exact_at(&self.shared.file, &mut block.0, offset)
-                .map_err(|e| AuditError::Read { dir: self.shared.dir.clone(), source: e })?;
+            read_exact_at(&self.0.file, &mut block.0, offset)
+                .map_err(|e| AuditError::Read { dir: self.0.dir.clone(), source: e })?;
             while i > start.max(first) {
                 i -= 1;
                 let at = (i - first) * RECORD_BYTES;
