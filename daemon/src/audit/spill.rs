@@ -17,6 +17,7 @@
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -145,7 +146,9 @@ impl Reader {
         while i > start {
             let first = (i - 1) / PER_BLOCK * PER_BLOCK;
             let offset = (first * RECORD_BYTES) as u64;
-            read_exact_at(&self.0.file, &mut block.0, offset)
+            self.0
+                .file
+                .read_exact_at(&mut block.0, offset)
                 .map_err(|e| AuditError::Read { dir: self.0.dir.clone(), source: e })?;
             while i > start.max(first) {
                 i -= 1;
@@ -159,21 +162,6 @@ impl Reader {
         }
         Ok(())
     }
-}
-
-fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::io::pread(file.as_fd(), &mut *buf, offset) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// The writer: encodes each queued chunk into one buffer (allocated once) and writes it
