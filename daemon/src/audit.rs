@@ -1020,8 +1020,10 @@ impl AuditLog {
     /// Sequence numbers and entries matching `query`, ascending. `resource` is the
     /// query's resource already interned: `Some(None)` means a resource that was never
     /// interned, which matches nothing. Reads the spill file for records no longer in
-    /// memory, holding `self` all along: the engine uses [`AuditLog::query_memory`],
-    /// [`DiskScan::run`] and [`AuditLog::resolve`] to read the file without its lock.
+    /// memory, holding `self` all along (for tests: the engine uses
+    /// [`AuditLog::query_memory`], [`DiskScan::run`] and [`AuditLog::resolve`] to read
+    /// the file without its lock).
+    #[cfg(test)]
     pub fn query(
         &self,
         query: &AuditQuery,
