@@ -44,7 +44,7 @@ use trace2e_proto::pb::p2m as p2m_pb;
 use trace2e_proto::{Denial, LocalizedResource, NodeId, Policy, Resource};
 
 use crate::engine::{Engine, EngineError};
-use crate::remote::{BoxFuture, Federation, RemoteError, RemoteTarget, ReserveQuestion, SourcesQuestion};
+use crate::remote::{BoxFuture, Federation, RemoteError, RemoteTarget, RemoteToken, ReserveQuestion, SourcesQuestion};
 use crate::state::StateError;
 
 /// Largest M2M message (a provenance of ~100k resources).
@@ -269,7 +269,7 @@ impl Federation for Peers {
     ) -> BoxFuture<Result<Result<Policy, Denial>, RemoteError>> {
         let message = pb::ReserveRequest {
             caller: self.node.to_string(),
-            token: question.token,
+            token: question.token.0,
             destination: question.destination.to_string(),
             writer: question.writer.to_string(),
             provenance: question.provenance.iter().map(ToString::to_string).collect(),
@@ -287,8 +287,8 @@ impl Federation for Peers {
         })
     }
 
-    fn release_destination(&self, node: &NodeId, token: u64) -> BoxFuture<Result<(), RemoteError>> {
-        let message = pb::ReleaseRequest { caller: self.node.to_string(), token };
+    fn release_destination(&self, node: &NodeId, token: RemoteToken) -> BoxFuture<Result<(), RemoteError>> {
+        let message = pb::ReleaseRequest { caller: self.node.to_string(), token: token.0 };
         let call = self.call(node, self.timeout, message, |mut c, r| async move { c.release_destination(r).await });
         Box::pin(async move { call.await.map(drop) })
     }
@@ -296,11 +296,11 @@ impl Federation for Peers {
     fn update_provenance(
         &self,
         node: &NodeId,
-        token: u64,
+        token: RemoteToken,
         performed: bool,
         bytes: u64,
     ) -> BoxFuture<Result<(), RemoteError>> {
-        let message = pb::UpdateRequest { caller: self.node.to_string(), token, performed, bytes };
+        let message = pb::UpdateRequest { caller: self.node.to_string(), token: token.0, performed, bytes };
         let call = self.call(node, self.timeout, message, |mut c, r| async move { c.update_provenance(r).await });
         Box::pin(async move { call.await.map(drop) })
     }
@@ -415,7 +415,7 @@ impl M2m for M2mService {
             .iter()
             .map(|r| parse::<LocalizedResource>("provenance", r))
             .collect::<Result<Vec<_>, _>>()?;
-        let result = match self.engine.remote_reserve(&caller, msg.token, side, writer, provenance).await {
+        let result = match self.engine.remote_reserve(&caller, RemoteToken(msg.token), side, writer, provenance).await {
             Ok(Ok(policy)) => pb::reserve_response::Result::Policy(policy.into()),
             Ok(Err(denial)) => pb::reserve_response::Result::Denial((&denial).into()),
             Err(e) => return Err(engine_status(e)),
@@ -428,7 +428,7 @@ impl M2m for M2mService {
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let caller = self.caller(&request, &request.get_ref().caller)?;
-        self.engine.remote_release(&caller, request.get_ref().token).map_err(engine_status)?;
+        self.engine.remote_release(&caller, RemoteToken(request.get_ref().token)).map_err(engine_status)?;
         Ok(Response::new(pb::ReleaseResponse {}))
     }
 
@@ -438,7 +438,7 @@ impl M2m for M2mService {
     ) -> Result<Response<pb::UpdateResponse>, Status> {
         let caller = self.caller(&request, &request.get_ref().caller)?;
         let msg = request.into_inner();
-        self.engine.remote_update(&caller, msg.token, msg.performed, msg.bytes).map_err(engine_status)?;
+        self.engine.remote_update(&caller, RemoteToken(msg.token), msg.performed, msg.bytes).map_err(engine_status)?;
         Ok(Response::new(pb::UpdateResponse {}))
     }
 
@@ -599,9 +599,9 @@ mod tests {
             tls: None,
         };
         let peers = Peers::new(NodeId::new("node-a").unwrap(), &config, None, Duration::from_millis(500)).unwrap();
-        let e = peers.release_destination(&NodeId::new("node-b").unwrap(), 1).await.unwrap_err();
+        let e = peers.release_destination(&NodeId::new("node-b").unwrap(), RemoteToken(1)).await.unwrap_err();
         assert!(matches!(&e, RemoteError::Unreachable { node, .. } if node.as_str() == "node-b"), "{e}");
-        let e = peers.release_destination(&NodeId::new("node-z").unwrap(), 1).await.unwrap_err();
+        let e = peers.release_destination(&NodeId::new("node-z").unwrap(), RemoteToken(1)).await.unwrap_err();
         assert!(matches!(e, RemoteError::NotAPeer(_)));
         peers.policy_changed().await;
     }

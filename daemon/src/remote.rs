@@ -19,6 +19,18 @@ use trace2e_proto::{Denial, LocalizedResource, NodeId, Policy, Resource};
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// Names one reservation this node takes on a peer's stream side (ReserveDestination),
+/// in the later ReleaseDestination or UpdateProvenance. Chosen by the reserving node,
+/// unique among its reservations; meaningful only together with that node's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteToken(pub u64);
+
+impl fmt::Display for RemoteToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A question a peer did not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RemoteError {
@@ -48,7 +60,7 @@ pub enum RemoteError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReserveQuestion {
     /// Chosen by the asking node; names the reservation in later calls.
-    pub token: u64,
+    pub token: RemoteToken,
     /// The peer's side of the stream (`tcp://PEER_ADDR/OUR_ADDR`), not localized.
     pub destination: Resource,
     /// The writing resource (localized here).
@@ -90,13 +102,13 @@ pub trait Federation: Send + Sync + fmt::Debug {
     ) -> BoxFuture<Result<Result<Policy, Denial>, RemoteError>>;
 
     /// Gives a reservation up without merging.
-    fn release_destination(&self, node: &NodeId, token: u64) -> BoxFuture<Result<(), RemoteError>>;
+    fn release_destination(&self, node: &NodeId, token: RemoteToken) -> BoxFuture<Result<(), RemoteError>>;
 
     /// The write happened (`performed`) or not; the peer merges, then releases.
     fn update_provenance(
         &self,
         node: &NodeId,
-        token: u64,
+        token: RemoteToken,
         performed: bool,
         bytes: u64,
     ) -> BoxFuture<Result<(), RemoteError>>;
@@ -132,11 +144,11 @@ impl Federation for NoPeers {
         not_a_peer(node)
     }
 
-    fn release_destination(&self, node: &NodeId, _: u64) -> BoxFuture<Result<(), RemoteError>> {
+    fn release_destination(&self, node: &NodeId, _: RemoteToken) -> BoxFuture<Result<(), RemoteError>> {
         not_a_peer(node)
     }
 
-    fn update_provenance(&self, node: &NodeId, _: u64, _: bool, _: u64) -> BoxFuture<Result<(), RemoteError>> {
+    fn update_provenance(&self, node: &NodeId, _: RemoteToken, _: bool, _: u64) -> BoxFuture<Result<(), RemoteError>> {
         not_a_peer(node)
     }
 

@@ -24,7 +24,9 @@ use std::sync::{Arc, mpsc};
 
 use rustix::fs::{Mode, OFlags};
 
-use super::{AuditError, CHUNK, CHUNK_BYTES, RECORD_BYTES, Stored};
+use super::AuditError;
+use super::chunk::{CHUNK, CHUNK_BYTES};
+use super::stored::{RECORD_BYTES, Stored};
 
 /// The file system's unit of direct I/O (and this code's): 64 records.
 const BLOCK: usize = 4096;
