@@ -1,70 +1,36 @@
 //! A process that dies is noticed by the other side: a killed client by the
 //! daemon (control socket hang-up / pidfd), a killed daemon by a client blocked in a
 //! call (liveness check after its futex timeout).
+//!
+//! The other process is the peer binary (`tests/bin/peer.rs`).
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
+use std::process::ChildStdout;
 use std::time::{Duration, Instant};
 
-use common::{BLACKHOLE, ECHO, Event, TestServer, role, spawn_role, with_timeout};
-use trace2e_fastpath::{CallError, Client, Listener, ServeError, ServerConfig};
+use common::{BLACKHOLE, ECHO, Event, TestServer, spawn_role, wait_until, with_timeout};
+use trace2e_fastpath::{CallError, Client};
 
-/// Entry point of the child processes (a no-op in a normal test run).
-#[test]
-fn child_role() {
-    let Some((role, path)) = role() else { return };
-    match role.as_str() {
-        "client" => {
-            let client = Client::connect(&path).unwrap();
-            assert_eq!(client.call(ECHO, b"hi").unwrap().payload, b"hi");
-            println!("ready");
-            std::io::stdout().flush().unwrap();
-            // Blocks with a request in flight until we are killed (or, if the test
-            // process died first, until the daemon is gone).
-            let _ = client.call(BLACKHOLE, b"in flight");
-            std::process::exit(1);
-        }
-        "daemon" => {
-            let listener = Listener::bind(&path, ServerConfig::default()).unwrap();
-            println!("ready");
-            std::io::stdout().flush().unwrap();
-            let mut channel = listener.accept().unwrap().attach().unwrap();
-            let mut handler = |req: &trace2e_fastpath::Request<'_>, reply: &mut Vec<u8>| {
-                (req.kind == ECHO).then(|| {
-                    reply.extend_from_slice(req.payload);
-                    ECHO + 1
-                })
-            };
-            loop {
-                match channel.serve(None, &mut handler) {
-                    Ok(_) => {}
-                    Err(ServeError::PeerGone) => return,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        }
-        other => panic!("unknown role {other}"),
-    }
-}
-
-fn wait_ready(child: &mut std::process::Child) {
-    let stdout = child.stdout.take().unwrap();
+/// Reads the child's stdout until a line equal to `wanted`; fails the test if the child
+/// exits first or after 60 s. Returns the reader for later lines.
+fn wait_line(stdout: BufReader<ChildStdout>, wanted: String) -> BufReader<ChildStdout> {
     with_timeout(Duration::from_secs(60), move || {
-        // The child's test harness prints its own lines first.
-        let mut reader = BufReader::new(stdout);
+        let mut reader = stdout;
         let mut line = String::new();
-        while !line.trim_end().ends_with("ready") {
+        while line.trim_end() != wanted {
             line.clear();
-            assert_ne!(reader.read_line(&mut line).unwrap(), 0, "child exited before it was ready");
+            assert_ne!(reader.read_line(&mut line).unwrap(), 0, "child exited before printing {wanted:?}");
         }
-    });
+        reader
+    })
 }
 
 #[test]
 fn killed_client_is_noticed() {
-    let server = TestServer::start(ServerConfig::default());
-    let mut child = common::Reaped(spawn_role("child_role", "client", &server.path));
+    let server = TestServer::start(trace2e_fastpath::ServerConfig::default());
+    let mut child = common::Reaped(spawn_role("client", &server.path));
     let id = match server.next_event(Duration::from_secs(60)) {
         Event::Attached { id, pid } => {
             assert_eq!(pid, child.id(), "identity comes from SO_PEERCRED");
@@ -72,8 +38,9 @@ fn killed_client_is_noticed() {
         }
         other => panic!("{other:?}"),
     };
-    wait_ready(&mut child);
-    std::thread::sleep(Duration::from_millis(50)); // let the in-flight call start
+    let _stdout = wait_line(BufReader::new(child.stdout.take().unwrap()), "ready".to_owned());
+    // The client's echo and its unanswered call have both reached the daemon.
+    wait_until(Duration::from_secs(30), "the in-flight call reaches the daemon", || server.handled() == 2);
     let killed = Instant::now();
     child.kill().unwrap();
     match server.next_event(Duration::from_secs(10)) {
@@ -89,15 +56,16 @@ fn killed_client_is_noticed() {
 #[test]
 fn killed_daemon_fails_blocked_calls() {
     let path = common::socket_path("daemon-child");
-    let mut daemon = common::Reaped(spawn_role("child_role", "daemon", &path));
-    wait_ready(&mut daemon);
+    let mut daemon = common::Reaped(spawn_role("daemon", &path));
+    let stdout = wait_line(BufReader::new(daemon.stdout.take().unwrap()), "ready".to_owned());
     let client = Client::connect(&path).unwrap();
     assert_eq!(client.call(ECHO, b"x").unwrap().payload, b"x");
     let caller = {
         let client = client.clone();
         std::thread::spawn(move || client.call(BLACKHOLE, b"wait"))
     };
-    std::thread::sleep(Duration::from_millis(50));
+    // The daemon announces each request it reads: the call is in flight once it has.
+    let _stdout = wait_line(stdout, format!("request {BLACKHOLE}"));
     let killed = Instant::now();
     daemon.kill().unwrap();
     let r = with_timeout(Duration::from_secs(30), move || caller.join().unwrap());

@@ -158,7 +158,8 @@ fn daemon_gone_mid_call_is_disconnected() {
         let client = client.clone();
         std::thread::spawn(move || client.call(BLACKHOLE, b"wait"))
     };
-    std::thread::sleep(Duration::from_millis(100));
+    // The call is in flight once the reactor has read it (the only request so far).
+    common::wait_until(Duration::from_secs(30), "the call reaches the daemon", || server.handled() == 1);
     drop(server); // stops the reactor and drops every channel
     let r = with_timeout(Duration::from_secs(30), move || caller.join().unwrap());
     assert_eq!(r, Err(CallError::Disconnected), "channel {id}");

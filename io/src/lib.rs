@@ -40,15 +40,28 @@
 //! # Configuration
 //!
 //! `TRACE2E_SOCKET` (daemon socket, default `/run/trace2e/p2m.sock`), `TRACE2E_TRANSPORT`
-//! (`grpc`), `TRACE2E_TIMEOUT_MS` (flow request deadline, default 60 000) are read when the
-//! process-global client is created: on first use, and again in a forked child (the daemon
-//! identifies processes by their socket's credentials, never by a message field).
+//! (`shm`, the default, or `grpc`), `TRACE2E_TIMEOUT_MS` (flow request deadline, default
+//! 60 000) are read when the process-global client is created: on first use, and again in
+//! a forked child (the daemon identifies processes by their socket's credentials, never by
+//! a message field).
 //! `TRACE2E_BIND_ADDR` sets the local address of outgoing connections (see [`net`]).
 //!
 //! # Where to look next
 //!
 //! [`fs`] and [`net`] for the replaced types; the crate's `transport` module for the
-//! seam between this crate and the daemon (gRPC now, shared memory next).
+//! seam between this crate and the daemon.
+//!
+//! # Transports
+//!
+//! Requests and reports travel through lock-free rings in shared memory
+//! (`trace2e-fastpath`): a memfd the daemon hands this process on first use, one lane per
+//! thread. P2M over gRPC is the baseline that transport is measured against (`benches/`);
+//! it is compiled only with this crate's `grpc` cargo feature, off by default so that an
+//! application links no tonic, hyper, prost or tokio. Without the feature,
+//! `TRACE2E_TRANSPORT=grpc` makes every mediated operation fail with
+//! [`ErrorKind::NotConnected`](std::io::ErrorKind::NotConnected) and a
+//! [`DaemonUnavailable`] of kind [`Misconfigured`](UnavailableKind::Misconfigured) that
+//! says so.
 
 pub mod fs;
 pub mod net;

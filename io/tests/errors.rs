@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{ErrorKind, Read, Seek, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Event, FakeDaemon, file_target};
 use trace2e_io::Direction::{Read as R, Write as W};
@@ -156,11 +156,13 @@ fn a_slow_daemon_times_out() {
         std::fs::write(&path, b"data").unwrap();
         let mut file = File::open(&path).unwrap();
         daemon.stall_requests(Some(Duration::from_secs(30)));
-        let start = Instant::now();
+        // The stall (30 s) outlasts the deadline (300 ms): only the deadline can end the
+        // read with an error, and the child's own timeout guards against a hang.
         let err = file.read(&mut [0u8; 4]).unwrap_err();
-        assert!(start.elapsed() < Duration::from_secs(20));
         assert_eq!(err.kind(), ErrorKind::NotConnected);
-        assert_eq!(DaemonUnavailable::of(&err).unwrap().kind(), UnavailableKind::TimedOut, "{err}");
+        let unavailable = DaemonUnavailable::of(&err).unwrap();
+        assert_eq!(unavailable.kind(), UnavailableKind::TimedOut, "{err}");
+        assert_eq!(unavailable.operation(), "request", "{err}");
         assert_eq!(file.stream_position().unwrap(), 0);
     });
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{Event, FakeDaemon, stream_target};
 use trace2e_io::Direction::{Read as R, Write as W};
@@ -61,6 +61,27 @@ fn echo_over_loopback_enrolls_both_ends_and_mediates_each_side() {
     });
 }
 
+/// Waits until thread `tid` of this process is blocked in `poll(2)` (or `ppoll`), as
+/// `/proc` shows it; fails the test after 30 s.
+fn wait_until_in_poll(tid: libc::pid_t) {
+    let syscall = format!("/proc/self/task/{tid}/syscall");
+    let polls = [
+        libc::SYS_ppoll,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_poll,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = std::fs::read_to_string(&syscall).unwrap();
+        let number = line.split_whitespace().next().and_then(|n| n.parse::<libc::c_long>().ok());
+        if number.is_some_and(|n| polls.contains(&n)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the reader never blocked in poll: {syscall} says {line:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn a_blocking_read_waits_for_data_before_requesting() {
     isolated!({
@@ -77,17 +98,25 @@ fn a_blocking_read_waits_for_data_before_requesting() {
         assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err}");
         assert!(!daemon.events().iter().any(|e| matches!(e, Event::Request { .. })), "{:?}", daemon.events());
 
-        // A peer that writes later: the request comes only once the data is there.
+        // A peer that writes later: the request comes only once the data is there. The
+        // peer writes once the reader is blocked in poll(2) with no flow requested yet.
         client.set_read_timeout(None).unwrap();
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            peer.write_all(b"late").unwrap();
-            peer
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            let mut buf = [0u8; 8];
+            let n = (&client).read(&mut buf).unwrap();
+            buf[..n].to_vec()
         });
-        let mut buf = [0u8; 8];
-        let n = (&client).read(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &b"late"[..n]);
-        let _peer = writer.join().unwrap();
+        let tid = tid_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        wait_until_in_poll(tid);
+        assert!(!daemon.events().iter().any(|e| matches!(e, Event::Request { .. })), "{:?}", daemon.events());
+        peer.write_all(b"late").unwrap();
+        let read = reader.join().unwrap();
+        assert!(!read.is_empty() && read.len() <= 4, "{read:?}");
+        assert_eq!(read[..], b"late"[..read.len()]);
+        let n = read.len();
         let requests = daemon.events().iter().filter(|e| matches!(e, Event::Request { .. })).count();
         assert_eq!(requests, 1);
         assert_eq!(daemon.flows(&target), vec![(R, true, n as u64)]);

@@ -17,6 +17,11 @@
 //! Responses (daemon → process): [`kind::ACK`] (empty), [`kind::ENROLLED`] (resource id,
 //! rest), [`kind::GRANT`] (`grant u64`), [`kind::DENIED`] (`policy u8, resource str16,
 //! reason rest`), [`kind::ERROR`] (`code u8, message rest`).
+//!
+//! A policy byte uses the numbering of `PolicyKind` in `proto/p2m.proto` (1
+//! confidentiality, 2 integrity, 3 deletion, 4 consent, 5 busy, 6 unreachable), so the
+//! two transports share one numbering; this module does not depend on the generated code,
+//! which only exists with the `grpc` feature.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -200,13 +205,28 @@ fn direction_byte(d: Direction) -> u8 {
     }
 }
 
-// Policy kinds travel as their P2M protobuf enum values, so there is one numbering.
+// The numbering of `PolicyKind` in `proto/p2m.proto` (see the module docs).
 fn policy_byte(p: PolicyKind) -> u8 {
-    crate::pb::p2m::PolicyKind::from(p) as i32 as u8
+    match p {
+        PolicyKind::Confidentiality => 1,
+        PolicyKind::Integrity => 2,
+        PolicyKind::Deletion => 3,
+        PolicyKind::Consent => 4,
+        PolicyKind::Busy => 5,
+        PolicyKind::Unreachable => 6,
+    }
 }
 
 fn policy_from(b: u8) -> Result<PolicyKind, WireError> {
-    PolicyKind::try_from(i32::from(b)).map_err(|_| WireError::Invalid("policy"))
+    match b {
+        1 => Ok(PolicyKind::Confidentiality),
+        2 => Ok(PolicyKind::Integrity),
+        3 => Ok(PolicyKind::Deletion),
+        4 => Ok(PolicyKind::Consent),
+        5 => Ok(PolicyKind::Busy),
+        6 => Ok(PolicyKind::Unreachable),
+        _ => Err(WireError::Invalid("policy")),
+    }
 }
 
 impl WireRequest {
@@ -408,6 +428,38 @@ mod tests {
             let mut buf = Vec::new();
             let k = m.encode(&mut buf);
             assert_eq!(WireResponse::decode(k, &buf).unwrap(), m);
+        }
+    }
+
+    const ALL_POLICIES: [PolicyKind; 6] = [
+        PolicyKind::Confidentiality,
+        PolicyKind::Integrity,
+        PolicyKind::Deletion,
+        PolicyKind::Consent,
+        PolicyKind::Busy,
+        PolicyKind::Unreachable,
+    ];
+
+    #[test]
+    fn policy_bytes_are_the_documented_numbers() {
+        // The table of the module docs, written out independently of `policy_byte`.
+        let documented = [1u8, 2, 3, 4, 5, 6];
+        for (p, b) in ALL_POLICIES.into_iter().zip(documented) {
+            assert_eq!(policy_byte(p), b, "{p}");
+            assert_eq!(policy_from(b), Ok(p));
+        }
+        assert_eq!(policy_from(0), Err(WireError::Invalid("policy")));
+        assert_eq!(policy_from(7), Err(WireError::Invalid("policy")));
+    }
+
+    /// One numbering for both transports: a policy byte is the P2M protobuf enum value.
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn policy_bytes_are_the_protobuf_numbers() {
+        use crate::pb::p2m::PolicyKind as Pb;
+        let generated = [Pb::Confidentiality, Pb::Integrity, Pb::Deletion, Pb::Consent, Pb::Busy, Pb::Unreachable];
+        for (p, pb) in ALL_POLICIES.into_iter().zip(generated) {
+            assert_eq!(i32::from(policy_byte(p)), pb as i32, "{p}");
         }
     }
 

@@ -6,8 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use trace2e_proto::pb::o2m::o2m_client::O2mClient;
 
@@ -24,14 +23,7 @@ pub struct Daemon {
 impl Daemon {
     /// Connects to the daemon's O2M socket; `deadline` bounds the connection and each call.
     pub async fn connect(socket: &Path, deadline: Duration) -> Result<Self, CliError> {
-        // The URI is required by tonic but unused: the connector below picks the socket.
-        let endpoint = Endpoint::from_static("http://[::]:50051").connect_timeout(deadline).timeout(deadline);
-        let path = socket.to_path_buf();
-        let connector = tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        });
-        let channel = match tokio::time::timeout(deadline, endpoint.connect_with_connector(connector)).await {
+        let channel = match tokio::time::timeout(deadline, trace2e_proto::uds::connect(socket)).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => {
                 return Err(CliError::Unreachable { socket: socket.to_path_buf(), cause: io_cause(&e) });

@@ -139,19 +139,9 @@ impl Drop for Daemon {
     }
 }
 
-/// A gRPC channel over the Unix socket at `path` (the URI is required by tonic, unused).
+/// A gRPC channel over the Unix socket at `path`.
 pub async fn uds_channel(path: &Path) -> tonic::transport::Channel {
-    let path = path.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap()
+    trace2e_proto::uds::connect(path).await.unwrap()
 }
 
 /// Waits for a child with [`PATIENCE`]; `None` if it did not exit (it is then killed).

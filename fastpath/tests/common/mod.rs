@@ -1,5 +1,5 @@
 //! Shared test scaffolding: a single-threaded reactor daemon over many channels, a
-//! hang guard, and re-executing this test binary as a child process.
+//! hang guard, waits on observable state, and the peer binary as a child process.
 #![allow(dead_code)]
 
 use std::os::fd::BorrowedFd;
@@ -13,15 +13,9 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use trace2e_fastpath::{Channel, Corruption, Lane, Listener, ServerConfig, Tag};
 
-/// Echo: respond with `kind + 1` and the same payload.
-pub const ECHO: u16 = 1;
-/// Respond with the number of posted messages this channel has delivered so far
-/// (u64 little-endian).
-pub const POSTS_SEEN: u16 = 100;
-/// Never respond.
-pub const BLACKHOLE: u16 = 200;
-/// Detach the caller's channel instead of responding.
-pub const DETACH_ME: u16 = 300;
+mod kinds;
+
+pub use kinds::{BLACKHOLE, DETACH_ME, ECHO, POSTS_SEEN};
 
 pub fn socket_path(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -87,6 +81,11 @@ impl TestServer {
     /// The next event, failing the test after `limit`.
     pub fn next_event(&self, limit: Duration) -> Event {
         self.events.recv_timeout(limit).unwrap_or_else(|e| panic!("no server event within {limit:?}: {e}"))
+    }
+
+    /// Requests (calls and posts) the reactor has read so far, all channels.
+    pub fn handled(&self) -> u64 {
+        *self.handled.lock().unwrap()
     }
 
     /// Waits for the `Attached` event of a new client and returns its channel id.
@@ -204,21 +203,25 @@ fn listener_fd(l: &Listener) -> BorrowedFd<'_> {
     l.as_fd()
 }
 
-/// Re-runs this test binary with only `test` selected, single-threaded, with
-/// `FASTPATH_ROLE=role` and `FASTPATH_SOCKET=path`.
-pub fn spawn_role(test: &str, role: &str, path: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("FASTPATH_ROLE", role)
-        .env("FASTPATH_SOCKET", path)
+/// Starts the peer binary (`tests/bin/peer.rs`) in `role` on the socket `path`, with
+/// its stdout piped.
+pub fn spawn_role(role: &str, path: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fastpath-test-peer"))
+        .arg(role)
+        .arg(path)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap()
 }
 
-/// The role this process was started for, if it is a child.
-pub fn role() -> Option<(String, PathBuf)> {
-    Some((std::env::var("FASTPATH_ROLE").ok()?, std::env::var_os("FASTPATH_SOCKET")?.into()))
+/// Polls `done` every millisecond until it holds; fails the test, naming `what`, if it
+/// does not within `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Deterministic pseudo-random numbers (xorshift64).

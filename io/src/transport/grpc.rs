@@ -1,4 +1,5 @@
-//! P2M over gRPC (tonic) on the daemon's Unix socket: the baseline transport.
+//! P2M over gRPC (tonic) on the daemon's Unix socket: the baseline transport the
+//! shared-memory one is measured against (`benches/`). Only with the `grpc` feature.
 //!
 //! Callers are synchronous std code, possibly running inside a tokio runtime of either
 //! flavour, so the gRPC client lives on its own single-worker runtime. Each call is
@@ -13,8 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use trace2e_proto::pb::p2m::{self, p2m_client::P2mClient};
 use trace2e_proto::{Decision, Direction, Fd, GrantId, IoOutcome};
 
@@ -109,27 +109,12 @@ impl Shared {
         if let Some(c) = channel.as_ref() {
             return Ok(c.clone());
         }
-        let c = connect(&self.socket).await.map_err(|e| {
-            DaemonUnavailable::new(
-                UnavailableKind::Unreachable,
-                operation,
-                format!("cannot connect to {}: {}", self.socket.display(), error_chain(&e)),
-            )
-        })?;
+        let c = trace2e_proto::uds::connect(&self.socket)
+            .await
+            .map_err(|e| DaemonUnavailable::new(UnavailableKind::Unreachable, operation, e.to_string()))?;
         *channel = Some(c.clone());
         Ok(c)
     }
-}
-
-async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
-    let socket = socket.to_owned();
-    // The URI is required by the API but unused: the connector always dials the socket.
-    Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

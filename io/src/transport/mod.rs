@@ -9,15 +9,17 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `TRACE2E_TRANSPORT` | `shm` (shared-memory rings) or `grpc` (the measured baseline) | `shm` |
+//! | `TRACE2E_TRANSPORT` | `shm` (shared-memory rings) or `grpc` (the measured baseline; only in builds with the `grpc` feature) | `shm` |
 //! | `TRACE2E_SOCKET` | the daemon's P2M Unix socket (the shared-memory handshake) | `/run/trace2e/p2m.sock` |
 //! | `TRACE2E_GRPC_SOCKET` | the daemon's P2M-over-gRPC socket | `$TRACE2E_SOCKET.grpc` |
 //! | `TRACE2E_TIMEOUT_MS` | deadline of a flow request, which may wait for a reservation (5 s) and an owner's consent (30 s) | `60000` |
 //!
 //! Enroll, unenroll and report have a fixed 10 s deadline. An invalid value is a
 //! [`DaemonUnavailable`] of kind [`Misconfigured`](UnavailableKind::Misconfigured): every
-//! mediated operation fails until it is fixed (fail closed).
+//! mediated operation fails until it is fixed (fail closed). So is `TRACE2E_TRANSPORT=grpc`
+//! in a build without the crate's `grpc` feature.
 
+#[cfg(feature = "grpc")]
 mod grpc;
 mod shm;
 
@@ -95,24 +97,58 @@ fn new_transport() -> Result<Arc<dyn Transport>, DaemonUnavailable> {
         Err(e) => return Err(misconfigured(format!("TRACE2E_TIMEOUT_MS: {e}"))),
     };
     let config = Config { socket, deadlines: Deadlines { request, short: SHORT_TIMEOUT } };
-    match std::env::var("TRACE2E_TRANSPORT").as_deref() {
+    select(std::env::var("TRACE2E_TRANSPORT"), &config, GRPC)
+}
+
+/// Builds a gRPC transport from the configuration.
+type GrpcConstructor = fn(&Config) -> Result<Arc<dyn Transport>, DaemonUnavailable>;
+
+/// The gRPC transport's constructor, in builds that have one.
+#[cfg(feature = "grpc")]
+const GRPC: Option<GrpcConstructor> = Some(grpc_transport);
+#[cfg(not(feature = "grpc"))]
+const GRPC: Option<GrpcConstructor> = None;
+
+/// The transport `TRACE2E_TRANSPORT` (`name`) asks for; `grpc` is [`GRPC`], passed in so
+/// that a test can check what a build without the feature does.
+fn select(
+    name: Result<String, std::env::VarError>,
+    config: &Config,
+    grpc: Option<GrpcConstructor>,
+) -> Result<Arc<dyn Transport>, DaemonUnavailable> {
+    match name.as_deref() {
         Err(std::env::VarError::NotPresent) | Ok("shm") => {
             Ok(Arc::new(shm::ShmTransport::connect(&config.socket, config.deadlines)?))
         }
-        Ok("grpc") => {
-            let socket = std::env::var_os("TRACE2E_GRPC_SOCKET").map_or_else(
-                || {
-                    let mut s = config.socket.clone().into_os_string();
-                    s.push(".grpc");
-                    PathBuf::from(s)
-                },
-                PathBuf::from,
-            );
-            Ok(Arc::new(grpc::GrpcTransport::new(socket, config.deadlines)?))
-        }
+        Ok("grpc") => match grpc {
+            Some(new) => new(config),
+            None => Err(grpc_not_built()),
+        },
         Ok(other) => Err(misconfigured(format!("unknown TRACE2E_TRANSPORT={other:?} (expected \"shm\" or \"grpc\")"))),
         Err(e) => Err(misconfigured(format!("TRACE2E_TRANSPORT: {e}"))),
     }
+}
+
+#[cfg(feature = "grpc")]
+fn grpc_transport(config: &Config) -> Result<Arc<dyn Transport>, DaemonUnavailable> {
+    let socket = std::env::var_os("TRACE2E_GRPC_SOCKET").map_or_else(
+        || {
+            let mut s = config.socket.clone().into_os_string();
+            s.push(".grpc");
+            PathBuf::from(s)
+        },
+        PathBuf::from,
+    );
+    Ok(Arc::new(grpc::GrpcTransport::new(socket, config.deadlines)?))
+}
+
+/// `TRACE2E_TRANSPORT=grpc` in a build without the `grpc` feature.
+fn grpc_not_built() -> DaemonUnavailable {
+    misconfigured(
+        "TRACE2E_TRANSPORT=grpc, but this binary was built without trace2e-io's `grpc` feature \
+         (enable it for the gRPC baseline transport, or use TRACE2E_TRANSPORT=shm)"
+            .to_owned(),
+    )
 }
 
 /// The process-global client, with the pid it was created in.
@@ -212,4 +248,40 @@ pub fn reset_client_for_benchmarks() {
     let mut global = CLIENT.lock().unwrap_or_else(PoisonError::into_inner);
     *global = None;
     GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            socket: PathBuf::from("/nonexistent/trace2e/p2m.sock"),
+            deadlines: Deadlines { request: DEFAULT_REQUEST_TIMEOUT, short: SHORT_TIMEOUT },
+        }
+    }
+
+    /// What an application built without the `grpc` feature gets for
+    /// `TRACE2E_TRANSPORT=grpc`: the same selection, with no gRPC constructor.
+    #[test]
+    fn grpc_without_the_feature_is_an_error_that_says_so() {
+        let unavailable = select(Ok("grpc".to_owned()), &config(), None).unwrap_err();
+        assert_eq!(unavailable.kind(), UnavailableKind::Misconfigured);
+        assert_eq!(unavailable.operation(), "connect");
+        let err = std::io::Error::from(unavailable);
+        assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
+        assert_eq!(
+            err.to_string(),
+            "trace2e daemon misconfigured during connect: TRACE2E_TRANSPORT=grpc, but this binary was built \
+             without trace2e-io's `grpc` feature (enable it for the gRPC baseline transport, or use \
+             TRACE2E_TRANSPORT=shm)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_transport_is_misconfigured() {
+        let unavailable = select(Ok("carrier-pigeon".to_owned()), &config(), GRPC).unwrap_err();
+        assert_eq!(unavailable.kind(), UnavailableKind::Misconfigured);
+        assert_eq!(unavailable.detail(), "unknown TRACE2E_TRANSPORT=\"carrier-pigeon\" (expected \"shm\" or \"grpc\")");
+    }
 }
