@@ -45,10 +45,8 @@ pub enum Verdict {
     /// The deterministic rules pass, but the owner of `source` enforces consent and has
     /// not decided for this destination yet.
     AskConsent {
-        /// The source needing a decision.
+        /// The source needing a decision (for the destination the caller evaluated).
         source: LabelId,
-        /// The destination resource it is asked for.
-        destination: LabelId,
     },
 }
 
@@ -176,8 +174,9 @@ pub struct Target {
     pub integrity: IntegrityLevel,
     /// Its confidentiality (external peers are never secret).
     pub confidentiality: Confidentiality,
-    /// The label consent decisions for it are remembered under.
-    pub consent_key: LabelId,
+    /// The label consent decisions for it are remembered under; `None` for a resource
+    /// this node holds no label for (only node-wide decisions can apply to it).
+    pub consent_key: Option<LabelId>,
 }
 
 /// Which sources of a flow this node judges with the policies it holds.
@@ -232,7 +231,7 @@ pub fn evaluate_with(
                 node: Some(dst.resource.node.clone()),
                 integrity,
                 confidentiality,
-                consent_key: d,
+                consent_key: Some(d),
             }
         }
         Destination::External { stream, peer } => Target {
@@ -240,24 +239,25 @@ pub fn evaluate_with(
             node: None,
             integrity: IntegrityLevel(0),
             confidentiality: Confidentiality::Public,
-            consent_key: stream,
+            consent_key: Some(stream),
         },
     };
-    let sources = std::iter::once(Ok((true, src, source)))
-        .chain(src.provenance.labels().iter().map(|id| get(state, *id).map(|l| (false, l, *id))));
+    let sources = std::iter::once(Ok((true, src, Some(source))))
+        .chain(src.provenance.labels().iter().map(|id| get(state, *id).map(|l| (false, l, Some(*id)))));
     let own = &rules.topology.node;
     judge(state, rules, sources, |l| judged == Judged::All || &l.resource.node == own, &target)
 }
 
-/// The owner's side of a remote question: may `sources` (resources of this node) flow to
-/// `target`? Every source is judged; the smallest offender is named.
-pub fn evaluate_owned(
-    state: &State,
+/// The owner's side of a remote question: may `sources` (resources of this node, with
+/// their label here if they have one) flow to `target`? Every source is judged; the
+/// smallest offender is named.
+pub fn evaluate_owned<'s>(
+    state: &'s State,
     rules: &Rules,
-    sources: &[LabelId],
+    sources: &[(Option<LabelId>, &'s Label)],
     target: &Target,
 ) -> Result<Verdict, UnknownLabel> {
-    judge(state, rules, sources.iter().map(|id| get(state, *id).map(|l| (false, l, *id))), |_| true, target)
+    judge(state, rules, sources.iter().map(|(id, l)| Ok((false, *l, *id))), |_| true, target)
 }
 
 /// The rules over `sources` (`(is the flow's source itself, label, id)`). A source for
@@ -265,7 +265,7 @@ pub fn evaluate_owned(
 fn judge<'s>(
     state: &'s State,
     rules: &Rules,
-    sources: impl Iterator<Item = Result<(bool, &'s Label, LabelId), UnknownLabel>>,
+    sources: impl Iterator<Item = Result<(bool, &'s Label, Option<LabelId>), UnknownLabel>>,
     full: impl Fn(&Label) -> bool,
     target: &Target,
 ) -> Result<Verdict, UnknownLabel> {
@@ -294,7 +294,9 @@ fn judge<'s>(
                 secret.offer(is_source, s);
             }
         }
-        if s.policy.consent {
+        if s.policy.consent
+            && let Some(id) = id
+        {
             consent.push((is_source, s, id));
         }
     }
@@ -336,10 +338,11 @@ fn judge<'s>(
 
 fn consent_verdict(state: &State, sources: Vec<(bool, &Label, LabelId)>, target: &Target) -> Verdict {
     let node_key = target.node.as_ref().map(|n| ConsentKey::Node(n.clone()));
-    let resource_key = ConsentKey::Resource(target.consent_key);
+    let resource_key = target.consent_key.map(ConsentKey::Resource);
     let decision = |id: LabelId| {
-        state
-            .consent_decision(id, &resource_key)
+        resource_key
+            .as_ref()
+            .and_then(|k| state.consent_decision(id, k))
             .or_else(|| node_key.as_ref().and_then(|k| state.consent_decision(id, k)))
     };
     let mut refused = Offender { found: None };
@@ -368,7 +371,7 @@ fn consent_verdict(state: &State, sources: Vec<(bool, &Label, LabelId)>, target:
         });
     }
     match ask {
-        Some((_, _, id)) => Verdict::AskConsent { source: id, destination: target.consent_key },
+        Some((_, _, id)) => Verdict::AskConsent { source: id },
         None => Verdict::Grant,
     }
 }
@@ -677,7 +680,7 @@ mod tests {
         w.state.apply(Change::SetConsentEnforced { label: s, enforce: true }).unwrap();
         let d = w.label("file:///d@n1");
         let r = rules(0);
-        assert_eq!(w.eval(&r, s, Destination::Label(d)), Verdict::AskConsent { source: s, destination: d });
+        assert_eq!(w.eval(&r, s, Destination::Label(d)), Verdict::AskConsent { source: s });
         let decide = |w: &mut World, key: ConsentKey, grant: bool| {
             w.state.apply(Change::ConsentDecision { source: s, destination: key, grant }).unwrap();
         };

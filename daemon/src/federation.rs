@@ -45,7 +45,6 @@ use trace2e_proto::{Denial, LocalizedResource, NodeId, Policy, Resource};
 
 use crate::engine::{Engine, EngineError};
 use crate::remote::{BoxFuture, Federation, RemoteError, RemoteTarget, RemoteToken, ReserveQuestion, SourcesQuestion};
-use crate::state::StateError;
 
 /// Largest M2M message (a provenance of ~100k resources).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -363,17 +362,9 @@ where
     text.parse().map_err(|e| invalid(field, e))
 }
 
-/// Maps engine failures to statuses, in one place.
-fn engine_status(e: EngineError) -> Status {
-    let msg = e.to_string();
-    match e {
-        EngineError::UnknownPeer { .. } => Status::permission_denied(msg),
-        EngineError::NotOwned { .. } | EngineError::NotAFlowEndpoint { .. } => Status::invalid_argument(msg),
-        EngineError::UnknownReservation { .. } => Status::not_found(msg),
-        EngineError::DuplicateToken { .. } => Status::already_exists(msg),
-        EngineError::State(StateError::Full) => Status::resource_exhausted(msg),
-        _ => Status::internal(msg),
-    }
+/// An engine failure as this service's status ([`crate::status::engine_status`]).
+pub(crate) fn engine_status(e: EngineError) -> Status {
+    crate::status::engine_status(&e)
 }
 
 impl M2mService {

@@ -27,6 +27,7 @@ pub mod provenance;
 pub mod remote;
 pub mod reservation;
 pub mod state;
+pub mod status;
 pub mod topology;
 
 pub mod cli;

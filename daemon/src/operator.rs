@@ -26,7 +26,6 @@ use crate::audit::{AuditOutcome, AuditQuery, AuditRecord, DecisionFilter};
 use crate::consent::ConsentDestination;
 use crate::engine::{Engine, EngineError};
 use crate::provenance::LineageEdge;
-use crate::state::StateError;
 
 /// The O2M service over one engine.
 #[derive(Debug, Clone)]
@@ -83,14 +82,14 @@ pub enum OperatorError {
 impl From<OperatorError> for Status {
     /// The one place O2M failures become gRPC codes: a bad request is `InvalidArgument`,
     /// another node's resource `FailedPrecondition`, the engine's answers are mapped by
-    /// [`engine_code`].
+    /// [`crate::status::engine_code`].
     fn from(e: OperatorError) -> Self {
         let code = match &e {
             OperatorError::InvalidResource { .. }
             | OperatorError::InvalidField { .. }
             | OperatorError::InvalidDecision(_) => Code::InvalidArgument,
             OperatorError::Remote { .. } => Code::FailedPrecondition,
-            OperatorError::Engine(e) => engine_code(e),
+            OperatorError::Engine(e) => crate::status::engine_code(e),
             OperatorError::Audit(_) => Code::Internal,
         };
         if code == Code::Internal {
@@ -99,25 +98,6 @@ impl From<OperatorError> for Status {
             tracing::debug!(error = %e, ?code, "operator request refused");
         }
         Status::new(code, e.to_string())
-    }
-}
-
-/// The gRPC code of an engine error.
-fn engine_code(e: &EngineError) -> Code {
-    match e {
-        // Asking for something this operation cannot act on (deleting an executable).
-        EngineError::NotAFlowEndpoint { .. } => Code::InvalidArgument,
-        // A deleted resource's policy is frozen: valid request, wrong state.
-        EngineError::Deleted { .. } => Code::FailedPrecondition,
-        EngineError::UnknownProcess { .. } | EngineError::NotEnrolled { .. } | EngineError::UnknownGrant { .. } => {
-            Code::NotFound
-        }
-        EngineError::WrongProcess { .. } | EngineError::UnknownPeer { .. } => Code::PermissionDenied,
-        EngineError::NotOwned { .. } => Code::InvalidArgument,
-        EngineError::UnknownReservation { .. } => Code::NotFound,
-        EngineError::DuplicateToken { .. } => Code::AlreadyExists,
-        EngineError::State(StateError::Full) => Code::ResourceExhausted,
-        EngineError::State(_) => Code::Internal,
     }
 }
 

@@ -50,6 +50,15 @@ pub struct Label {
     pub process: Option<ProcessAttributes>,
 }
 
+impl Label {
+    /// What a resource this node holds no label for is worth to the rules: the default
+    /// policy, no provenance. Never stored: a question about such a resource must not
+    /// create its label.
+    pub fn unlabelled(resource: LocalizedResource) -> Self {
+        Self { resource, policy: StoredPolicy::default(), provenance: LabelProvenance::default(), process: None }
+    }
+}
+
 /// The destination of a remembered consent decision.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ConsentKey {

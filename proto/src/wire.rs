@@ -127,6 +127,10 @@ pub enum ErrorCode {
     FailedPrecondition = 4,
     /// The daemon failed.
     Internal = 5,
+    /// The daemon's tables are full.
+    ResourceExhausted = 6,
+    /// The thing to create exists already.
+    AlreadyExists = 7,
 }
 
 /// A P2M response.
@@ -375,6 +379,8 @@ impl WireResponse {
                     3 => ErrorCode::PermissionDenied,
                     4 => ErrorCode::FailedPrecondition,
                     5 => ErrorCode::Internal,
+                    6 => ErrorCode::ResourceExhausted,
+                    7 => ErrorCode::AlreadyExists,
                     _ => return Err(WireError::Invalid("code")),
                 };
                 Self::Error { code, message: r.rest_str("message")?.to_owned() }

@@ -103,6 +103,11 @@ pub struct AuditEntry {
     /// Flow destination (or consent destination resource). For a flow to an external
     /// peer: the stream as the process enrolled it.
     pub destination: Option<LabelId>,
+    /// The source, named in full, when this node holds no label for it (a peer's
+    /// question about a resource never seen here must not create its label).
+    pub named_source: Option<LocalizedResource>,
+    /// The destination, named in full, when this node holds no label for it.
+    pub named_destination: Option<LocalizedResource>,
     /// The external peer a flow went to.
     pub external_peer: Option<SocketAddr>,
     /// A consent decision for a whole destination node.
@@ -134,6 +139,8 @@ impl AuditEntry {
             resource: None,
             source: None,
             destination: None,
+            named_source: None,
+            named_destination: None,
             external_peer: None,
             consent_node: None,
             peer: None,
@@ -219,6 +226,37 @@ pub struct AuditRecord {
     pub exe: Option<PathBuf>,
     /// The result.
     pub result: AuditOutcome,
+}
+
+impl AuditRecord {
+    /// The query form of entry `seq` of `node`'s trail, its labels named by `name`.
+    pub fn resolve(
+        seq: u64,
+        e: AuditEntry,
+        node: &NodeId,
+        name: impl Fn(LabelId) -> Option<LocalizedResource>,
+    ) -> Self {
+        Self {
+            seq,
+            time_us: e.time_us,
+            node: node.clone(),
+            kind: e.kind,
+            process: e.process,
+            fd: e.fd,
+            resource: e.resource.and_then(&name),
+            source: e.source.and_then(&name).or(e.named_source),
+            destination: e.destination.and_then(&name).or(e.named_destination),
+            external_peer: e.external_peer,
+            consent_node: e.consent_node,
+            peer: e.peer,
+            direction: e.direction,
+            bytes: e.bytes,
+            grant: e.grant,
+            policy: e.policy,
+            exe: e.exe,
+            result: e.result,
+        }
+    }
 }
 
 /// The record of a flow request or report between two labels: the two records every

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use trace2e_proto::{Denial, Direction, Fd, GrantId, NodeId, Policy, ProcessId};
+use trace2e_proto::{Denial, Direction, Fd, GrantId, LocalizedResource, NodeId, Policy, ProcessId};
 
 use super::record::*;
 use crate::provenance::LabelId;
@@ -14,6 +14,8 @@ use crate::provenance::LabelId;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) struct Rare {
     pub(super) denial: Option<Denial>,
+    pub(super) named_source: Option<LocalizedResource>,
+    pub(super) named_destination: Option<LocalizedResource>,
     pub(super) external_peer: Option<SocketAddr>,
     pub(super) consent_node: Option<NodeId>,
     pub(super) peer: Option<NodeId>,
@@ -121,6 +123,8 @@ impl Stored {
         };
         // Built only when needed: a flow's records (nearly all of them) have none of it.
         let rare = (denial.is_some()
+            || e.named_source.is_some()
+            || e.named_destination.is_some()
             || e.external_peer.is_some()
             || e.consent_node.is_some()
             || e.peer.is_some()
@@ -128,6 +132,8 @@ impl Stored {
             || e.exe.is_some())
         .then_some(Rare {
             denial,
+            named_source: e.named_source,
+            named_destination: e.named_destination,
             external_peer: e.external_peer,
             consent_node: e.consent_node,
             peer: e.peer,
@@ -275,6 +281,8 @@ impl Stored {
             resource: self.resource(),
             source: self.source(),
             destination: self.destination(),
+            named_source: rare.named_source,
+            named_destination: rare.named_destination,
             external_peer: rare.external_peer,
             consent_node: rare.consent_node,
             peer: rare.peer,

@@ -60,10 +60,13 @@ pub enum EngineError {
     #[error("{resource}: {problem}")]
     NotOwned {
         /// The resource.
-        resource: String,
+        resource: LocalizedResource,
         /// What is wrong.
         problem: &'static str,
     },
+    /// A CheckSources question with no sources.
+    #[error("a question about no sources")]
+    NoSources,
     /// No reservation of this peer under this token (released, expired, never taken).
     #[error("no reservation {token} of node {node}")]
     UnknownReservation {

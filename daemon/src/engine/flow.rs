@@ -232,8 +232,12 @@ impl Engine {
                         Step::AskOwners(owners, self.remote_target(state, &flow, destination_policy)?, stamp)
                     }
                     Verdict::Deny(denial) => Step::Deny(denial),
-                    Verdict::AskConsent { source, destination } => {
-                        match self.await_consent(state, source, destination, deadline)? {
+                    Verdict::AskConsent { source } => {
+                        let destination = match flow.destination {
+                            Destination::Label(d) | Destination::External { stream: d, .. } => d,
+                        };
+                        let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
+                        match self.await_consent(state, source, dst, deadline)? {
                             Ok((wait, remaining)) => Step::Wait(wait, remaining),
                             Err(denial) => Step::Deny(denial),
                         }
@@ -266,19 +270,18 @@ impl Engine {
         }
     }
 
-    /// A flow needs the consent of `source`'s owner for `destination`: the waiter to
-    /// await until `deadline`, or the Consent denial once the deadline has passed. Called
-    /// under the state lock, so a decision recorded after this evaluation finds the waiter.
+    /// A flow needs the consent of `source`'s owner for `dst`: the waiter to await until
+    /// `deadline`, or the Consent denial once the deadline has passed. Called under the
+    /// state lock, so a decision recorded after this evaluation finds the waiter.
     pub(super) fn await_consent(
         &self,
         state: &State,
         source: LabelId,
-        destination: LabelId,
+        dst: LocalizedResource,
         deadline: Instant,
     ) -> Result<Result<(crate::consent::ConsentWait, Duration), Denial>, EngineError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let src = state.resource(source).cloned().ok_or(UnknownLabel(source))?;
-        let dst = state.resource(destination).cloned().ok_or(UnknownLabel(destination))?;
         if remaining.is_zero() {
             return Ok(Err(Denial {
                 policy: PolicyKind::Consent,

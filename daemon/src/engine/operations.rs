@@ -195,30 +195,8 @@ impl Engine {
             records.extend(state.audit().resolve(found));
         }
         records.reverse();
-        let name = |id: Option<LabelId>| id.and_then(|id| state.resource(id).cloned());
-        Ok(records
-            .into_iter()
-            .map(|(seq, e)| AuditRecord {
-                seq,
-                time_us: e.time_us,
-                node: self.node().clone(),
-                kind: e.kind,
-                process: e.process,
-                fd: e.fd,
-                resource: name(e.resource),
-                source: name(e.source),
-                destination: name(e.destination),
-                external_peer: e.external_peer,
-                consent_node: e.consent_node.clone(),
-                peer: e.peer.clone(),
-                direction: e.direction,
-                bytes: e.bytes,
-                grant: e.grant,
-                policy: e.policy,
-                exe: e.exe.clone(),
-                result: e.result.clone(),
-            })
-            .collect())
+        let name = |id: LabelId| state.resource(id).cloned();
+        Ok(records.into_iter().map(|(seq, e)| AuditRecord::resolve(seq, e, self.node(), name)).collect())
     }
 
     /// Counters.

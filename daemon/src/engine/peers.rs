@@ -13,15 +13,16 @@ use crate::compliance::{Target, UnknownLabel, Verdict, evaluate_owned};
 use crate::provenance::LabelId;
 use crate::remote::{RemoteTarget, RemoteToken};
 use crate::reservation::{Busy, Claim, Reservation};
-use crate::state::Change;
+use crate::state::{Change, Label, StateError};
 use crate::topology::Owner;
 
 /// A reservation a peer holds here on the receiving side of one of its streams.
 #[derive(Debug)]
 pub(super) struct RemoteHold {
     pub(super) destination: LabelId,
-    pub(super) writer: LabelId,
-    pub(super) provenance: Vec<LabelId>,
+    /// Labelled only when the write is merged (see [`Engine::remote_reserve`]).
+    pub(super) writer: LocalizedResource,
+    pub(super) provenance: Vec<LocalizedResource>,
     pub(super) deadline: Instant,
     pub(super) _reservation: Reservation<LabelId>,
 }
@@ -45,38 +46,31 @@ impl Engine {
     ) -> Result<Result<Policy, Denial>, EngineError> {
         self.check_peer(caller)?;
         let Resource::Stream(s) = &side else {
-            return Err(EngineError::NotOwned { resource: side.to_string(), problem: "not a stream" });
+            return Err(EngineError::NotOwned { resource: self.local(&side), problem: "not a stream" });
         };
         if self.config.topology.owner(s.local.ip()) != Owner::Local {
             return Err(EngineError::NotOwned {
-                resource: side.to_string(),
+                resource: self.local(&side),
                 problem: "its local end is not this node's",
             });
         }
         if self.config.topology.owner(s.peer.ip()) != Owner::Peer(caller.clone()) {
             return Err(EngineError::NotOwned {
-                resource: side.to_string(),
+                resource: self.local(&side),
                 problem: "its peer end is not an address of the asking node",
             });
         }
         if writer.node != *caller {
-            return Err(EngineError::NotOwned {
-                resource: writer.to_string(),
-                problem: "the writer is not the asking node's",
-            });
+            return Err(EngineError::NotOwned { resource: writer, problem: "the writer is not the asking node's" });
         }
         let key = (caller.clone(), token);
         if self.remote_holds.lock().contains_key(&key) {
             return Err(EngineError::DuplicateToken { node: caller.clone(), token });
         }
-        let (destination, writer, provenance) = {
-            let mut core = self.core.write();
-            let state = &mut core.state;
-            let destination = state.intern(&self.local(&side))?;
-            let writer = state.intern(&writer)?;
-            let provenance = provenance.iter().map(|r| state.intern(r)).collect::<Result<Vec<_>, _>>()?;
-            (destination, writer, provenance)
-        };
+        // Only this node's own side of the stream gets a label now: a local reader's claim
+        // must wait on it. The writer and its provenance are labelled when the write is
+        // reported performed (a merge), never for a reservation given up.
+        let destination = self.core.write().state.intern(&self.local(&side))?;
         let reservation =
             match self.reservations.acquire([Claim::write(destination)], self.config.reservation_timeout).await {
                 Ok(r) => r,
@@ -148,20 +142,26 @@ impl Engine {
             let mut core = self.core.write();
             let state = &mut core.state;
             let time_us = now_us();
+            let mut e = AuditEntry::new(kind, time_us, if performed { AuditOutcome::Ok } else { AuditOutcome::Failed });
             if performed {
-                let change = Change::Import {
-                    writer: hold.writer,
-                    provenance: hold.provenance.clone(),
-                    destination: hold.destination,
-                    bytes,
-                    time_us,
-                };
-                if let Err(e) = state.apply(change) {
-                    tracing::error!(error = %e, "merge of a peer's provenance failed");
+                let merged = (|| -> Result<LabelId, StateError> {
+                    let writer = state.intern(&hold.writer)?;
+                    let provenance = hold.provenance.iter().map(|r| state.intern(r)).collect::<Result<Vec<_>, _>>()?;
+                    let destination = hold.destination;
+                    state.apply(Change::Import { writer, provenance, destination, bytes, time_us })?;
+                    Ok(writer)
+                })();
+                match merged {
+                    Ok(writer) => e.source = Some(writer),
+                    Err(err) => tracing::error!(error = %err, "merge of a peer's provenance failed"),
                 }
             }
-            let mut e = AuditEntry::new(kind, time_us, if performed { AuditOutcome::Ok } else { AuditOutcome::Failed });
-            e.source = Some(hold.writer);
+            if e.source.is_none() {
+                match state.id(&hold.writer) {
+                    Some(writer) => e.source = Some(writer),
+                    None => e.named_source = Some(hold.writer.clone()),
+                }
+            }
             e.destination = Some(hold.destination);
             e.bytes = bytes;
             e.peer = Some(caller.clone());
@@ -173,6 +173,10 @@ impl Engine {
     /// CheckSources from `caller`: may these resources of this node flow to `target`?
     /// Decided with this node's policies and consent (waiting for the operator's decision
     /// up to the consent timeout). `Ok(None)` is a grant. Audited.
+    ///
+    /// A question reads and never creates labels: a source this node holds no label for
+    /// is judged with the default policy, and a target it has never seen is named in the
+    /// audit record rather than interned (a peer's questions must not grow the table).
     pub async fn check_sources(
         &self,
         caller: &NodeId,
@@ -181,11 +185,15 @@ impl Engine {
     ) -> Result<Option<Denial>, EngineError> {
         self.check_peer(caller)?;
         if let Some(r) = sources.iter().find(|r| r.node != *self.node()) {
-            return Err(EngineError::NotOwned { resource: r.to_string(), problem: "not a resource of this node" });
+            return Err(EngineError::NotOwned { resource: r.clone(), problem: "not a resource of this node" });
         }
         if sources.is_empty() {
-            return Err(EngineError::NotOwned { resource: String::new(), problem: "no sources to check" });
+            return Err(EngineError::NoSources);
         }
+        let unlabelled: Vec<Label> = {
+            let core = self.core.read();
+            sources.iter().filter(|r| core.state.id(r).is_none()).map(|r| Label::unlabelled(r.clone())).collect()
+        };
         enum Owned {
             Answer(Option<Denial>),
             Wait(crate::consent::ConsentWait, Duration),
@@ -195,8 +203,18 @@ impl Engine {
             let (wait, remaining) = {
                 let mut core = self.core.write();
                 let state = &mut core.state;
-                let labels = sources.iter().map(|r| state.intern(r)).collect::<Result<Vec<_>, _>>()?;
-                let destination = state.intern(&target.resource)?;
+                let ids: Vec<Option<LabelId>> = sources.iter().map(|r| state.id(r)).collect();
+                let mut spare = unlabelled.iter();
+                let judged: Vec<(Option<LabelId>, &Label)> = ids
+                    .iter()
+                    .zip(&sources)
+                    .map(|(id, r)| match id.and_then(|id| state.label(id)) {
+                        Some(label) => (*id, label),
+                        // Unlabelled when the question came in; `unlabelled` holds it, in order.
+                        None => (None, spare.find(|l| l.resource == *r).expect("collected above")),
+                    })
+                    .collect();
+                let destination = state.id(&target.resource);
                 let t = Target {
                     name: match target.external_peer {
                         Some(peer) => format!("external peer {peer}"),
@@ -207,11 +225,11 @@ impl Engine {
                     confidentiality: target.policy.confidentiality,
                     consent_key: destination,
                 };
-                let step = match evaluate_owned(state, &self.rules, &labels, &t)? {
+                let step = match evaluate_owned(state, &self.rules, &judged, &t)? {
                     Verdict::Grant => Owned::Answer(None),
                     Verdict::Deny(denial) => Owned::Answer(Some(denial)),
-                    Verdict::AskConsent { source, destination } => {
-                        match self.await_consent(state, source, destination, deadline)? {
+                    Verdict::AskConsent { source } => {
+                        match self.await_consent(state, source, target.resource.clone(), deadline)? {
                             Ok((wait, remaining)) => Owned::Wait(wait, remaining),
                             Err(denial) => Owned::Answer(Some(denial)),
                         }
@@ -225,8 +243,14 @@ impl Engine {
                             Some(d) => AuditOutcome::Denied(d.clone()),
                         };
                         let mut e = AuditEntry::new(AuditKind::RemoteCheck, now_us(), result);
-                        e.source = labels.first().copied();
-                        e.destination = Some(destination);
+                        match ids[0] {
+                            Some(id) => e.source = Some(id),
+                            None => e.named_source = Some(sources[0].clone()),
+                        }
+                        match destination {
+                            Some(id) => e.destination = Some(id),
+                            None => e.named_destination = Some(target.resource.clone()),
+                        }
                         e.external_peer = target.external_peer;
                         e.peer = Some(caller.clone());
                         audit(state, e);
@@ -244,7 +268,7 @@ impl Engine {
         self.check_peer(caller)?;
         if resource.node != *caller {
             return Err(EngineError::NotOwned {
-                resource: resource.to_string(),
+                resource: resource.clone(),
                 problem: "a node broadcasts the deletion of its own resources only",
             });
         }

@@ -45,17 +45,10 @@ impl P2mService {
     }
 }
 
-/// Maps engine failures (not denials: those are decisions) to gRPC statuses, in one place.
-fn engine_status(e: EngineError) -> Status {
-    let msg = e.to_string();
-    match e {
-        EngineError::NotEnrolled { .. } | EngineError::UnknownGrant { .. } | EngineError::UnknownProcess { .. } => {
-            Status::not_found(msg)
-        }
-        EngineError::NotAFlowEndpoint { .. } => Status::invalid_argument(msg),
-        #[allow(unreachable_patterns)]
-        _ => Status::failed_precondition(msg),
-    }
+/// An engine failure (not a denial: that is a decision) as this service's status
+/// ([`crate::status::engine_status`]).
+pub(crate) fn engine_status(e: EngineError) -> Status {
+    crate::status::engine_status(&e)
 }
 
 fn proc_status(e: ProcError) -> Status {

@@ -652,17 +652,10 @@ fn error(code: ErrorCode, message: String) -> WireResponse {
     WireResponse::Error { code, message }
 }
 
-/// Engine failures (not denials: those are decisions) as wire errors, in one place.
-fn engine_error(e: EngineError) -> WireResponse {
-    let code = match e {
-        EngineError::NotEnrolled { .. } | EngineError::UnknownGrant { .. } | EngineError::UnknownProcess { .. } => {
-            ErrorCode::NotFound
-        }
-        EngineError::WrongProcess { .. } => ErrorCode::PermissionDenied,
-        EngineError::NotAFlowEndpoint { .. } => ErrorCode::InvalidArgument,
-        _ => ErrorCode::FailedPrecondition,
-    };
-    error(code, e.to_string())
+/// An engine failure (not a denial: that is a decision) as a wire error, with the code
+/// every service gives it ([`crate::status::engine_code`]).
+pub(crate) fn engine_error(e: EngineError) -> WireResponse {
+    error(crate::status::wire_code(crate::status::engine_code(&e)), e.to_string())
 }
 
 fn claim_error(e: ClaimError) -> WireResponse {

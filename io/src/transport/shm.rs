@@ -105,6 +105,8 @@ fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::PermissionDenied => "PermissionDenied",
         ErrorCode::FailedPrecondition => "FailedPrecondition",
         ErrorCode::Internal => "Internal",
+        ErrorCode::ResourceExhausted => "ResourceExhausted",
+        ErrorCode::AlreadyExists => "AlreadyExists",
     }
 }
 

@@ -215,3 +215,46 @@ async fn peers_questions_are_checked() {
     assert!(e.provenance(&out).contains(&file("/z").at(&n2())));
     assert!(e.reservations_idle());
 }
+
+#[tokio::test]
+async fn peers_questions_create_no_labels() {
+    let (e1, _f1, _e2, _f2) = pair();
+    let (out, _inn) = streams();
+    let before = e1.status().labelled_resources;
+    const QUESTIONS: u32 = 100_000;
+    for i in 0..QUESTIONS {
+        // A source n1 never heard of, judged with the default policy, to a target n1 has
+        // never seen.
+        let sources = vec![file(&format!("/never-seen/{i}")).at(&n1())];
+        let target = RemoteTarget {
+            resource: file(&format!("/theirs/{i}")).at(&n2()),
+            external_peer: None,
+            policy: Policy::default(),
+        };
+        assert_eq!(e1.check_sources(&n2(), sources, target).await, Ok(None));
+        // A reservation of n1's side of the stream by a writer with a provenance n1 has
+        // never seen, given up.
+        let writer = Resource::Process(ProcessId { pid: i + 1, starttime: 1 }).at(&n2());
+        let provenance = vec![file(&format!("/their-source/{i}")).at(&n2())];
+        let token = RemoteToken(u64::from(i));
+        assert_eq!(e1.remote_reserve(&n2(), token, out.clone(), writer, provenance).await, Ok(Ok(Policy::default())));
+        e1.remote_release(&n2(), token).unwrap();
+    }
+    assert_eq!(e1.status().labelled_resources, before + 1, "only n1's own side of the stream, once");
+    // The audit trail still names what was asked about.
+    let last = e1.audit(&AuditQuery { limit: 1, ..Default::default() }).unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].kind, AuditKind::RemoteCheck);
+    assert_eq!(last[0].source, Some(file(&format!("/never-seen/{}", QUESTIONS - 1)).at(&n1())));
+    assert_eq!(last[0].destination, Some(file(&format!("/theirs/{}", QUESTIONS - 1)).at(&n2())));
+    // A source without a label is judged, not waved through: integrity 0 < 1.
+    let target = RemoteTarget {
+        resource: file("/strict").at(&n2()),
+        external_peer: None,
+        policy: Policy { integrity: IntegrityLevel(1), ..Policy::default() },
+    };
+    let d = e1.check_sources(&n2(), vec![file("/unknown").at(&n1())], target).await.unwrap().expect("denied");
+    assert_eq!((d.policy, d.resource), (PolicyKind::Integrity, file("/unknown").at(&n1())));
+    assert_eq!(e1.status().labelled_resources, before + 1);
+    assert!(e1.reservations_idle());
+}
