@@ -5,18 +5,17 @@
 //! translation the services'.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::DaemonConfig;
 use crate::engine::Engine;
 use crate::federation::{self, FederationError, Tls};
 use crate::p2m::{self, Clients};
+use crate::socket::{SocketError, bind_unix};
 
 /// How often unreported grants are checked for lease expiry.
 const LEASE_SWEEP: Duration = Duration::from_millis(100);
@@ -24,17 +23,9 @@ const LEASE_SWEEP: Duration = Duration::from_millis(100);
 /// Failures that stop the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// A socket path cannot be bound.
-    #[error("cannot listen on {path}: {source}")]
-    Bind {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// Another daemon already serves this socket.
-    #[error("{0} is in use by a running daemon")]
-    InUse(PathBuf),
+    /// A Unix socket cannot be served.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
     /// The audit spill directory cannot hold the spill file.
     #[error(
         "cannot make the audit spill file in {}: {source} (set --audit-spill-dir, or --audit-memory-mib 0 to keep the audit trail in memory)",
@@ -65,45 +56,6 @@ pub enum DaemonError {
         /// Why.
         source: tonic::transport::Error,
     },
-}
-
-/// Prepares `path` for a new Unix socket: creates its directory and removes a stale
-/// socket file (one nobody listens on). Refuses to replace a live socket or anything that
-/// is not a socket.
-pub fn clear_stale_socket(path: &Path) -> Result<(), DaemonError> {
-    let bind_err = |source| DaemonError::Bind { path: path.into(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            // A stream connect to a live socket of another type (the shared-memory
-            // handshake is SOCK_SEQPACKET) fails with EPROTOTYPE, not ECONNREFUSED.
-            match std::os::unix::net::UnixStream::connect(path) {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path).map_err(bind_err),
-                _ => Err(DaemonError::InUse(path.into())),
-            }
-        }
-        Ok(_) => {
-            Err(bind_err(io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is in the way")))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(bind_err(e)),
-    }
-}
-
-/// Sets a socket file's permission bits.
-pub fn set_mode(path: &Path, mode: u32) -> Result<(), DaemonError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|source| DaemonError::Bind { path: path.into(), source })
-}
-
-/// Binds a Unix stream socket at `path` (see [`clear_stale_socket`]) with `mode`.
-pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
-    clear_stale_socket(path)?;
-    let listener = UnixListener::bind(path).map_err(|source| DaemonError::Bind { path: path.into(), source })?;
-    set_mode(path, mode)?;
-    Ok(listener)
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -147,7 +99,7 @@ pub async fn run_until(
         Ok(b) => b,
         Err(e) => {
             // Only remove what we created: a socket in use by another daemon is not ours.
-            if !matches!(e, DaemonError::InUse(_)) {
+            if !matches!(e, DaemonError::Socket(SocketError::InUse(_))) {
                 remove_sockets();
             }
             return Err(e);
@@ -183,7 +135,7 @@ pub async fn run_until(
         Arc::clone(&clients),
         tokio::runtime::Handle::current(),
     )
-    .map_err(|source| DaemonError::Bind { path: config.p2m_socket.clone(), source })?;
+    .map_err(|source| SocketError::Bind { path: config.p2m_socket.clone(), source })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

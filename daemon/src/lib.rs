@@ -38,3 +38,4 @@ pub mod federation;
 pub mod operator;
 pub mod p2m;
 pub mod process;
+pub mod socket;

@@ -46,6 +46,7 @@ use super::{Claim, ClaimError, Clients, check_enrollment};
 use crate::breakdown::{Breakdown, Stage, Timer};
 use crate::engine::{Engine, EngineError};
 use crate::process::ProcError;
+use crate::socket::SocketError;
 
 /// How long a posted report may wait in a quiet channel before the daemon applies it.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
@@ -141,14 +142,14 @@ struct Shared {
     max_per_wake: usize,
 }
 
-/// Binds the listener, replacing a stale socket file as [`crate::daemon::bind_unix`] does.
-pub fn bind(path: &Path, config: &ShmConfig) -> Result<Listener, crate::daemon::DaemonError> {
-    crate::daemon::clear_stale_socket(path)?;
-    let listener = Listener::bind(path, config.server).map_err(|e| crate::daemon::DaemonError::Bind {
+/// Binds the listener, replacing a stale socket file as [`crate::socket::bind_unix`] does.
+pub fn bind(path: &Path, config: &ShmConfig) -> Result<Listener, SocketError> {
+    crate::socket::clear_stale_socket(path)?;
+    let listener = Listener::bind(path, config.server).map_err(|e| SocketError::Bind {
         path: path.into(),
         source: std::io::Error::from_raw_os_error(e.errno.raw_os_error()),
     })?;
-    crate::daemon::set_mode(path, 0o666)?;
+    crate::socket::set_mode(path, 0o666)?;
     Ok(listener)
 }
 
