@@ -189,17 +189,6 @@ pub enum Judged {
     OwnOnly,
 }
 
-/// Evaluates a flow of `source` (and its provenance) to `destination`, without cache,
-/// judging every source with the policies in `state`.
-pub fn evaluate(
-    state: &State,
-    rules: &Rules,
-    source: LabelId,
-    destination: Destination,
-) -> Result<Verdict, UnknownLabel> {
-    evaluate_with(state, rules, source, destination, None, Judged::All)
-}
-
 /// Evaluates a flow of `source` (and its provenance) to `destination`, without cache.
 /// `destination_policy`, when given, is the destination's policy as its owner states it
 /// (a stream side owned by a peer); a local tombstone on the destination still counts.
@@ -392,19 +381,9 @@ impl ComplianceCache {
     /// Bound on entries; the cache is cleared when it is reached.
     const CAPACITY: usize = 1 << 16;
 
-    /// [`evaluate_with`] (this node's own judgement: [`Judged::OwnOnly`]), through the cache.
-    pub fn evaluate(
-        &mut self,
-        state: &State,
-        rules: &Rules,
-        source: LabelId,
-        destination: Destination,
-    ) -> Result<Verdict, UnknownLabel> {
-        self.evaluate_for(state, rules, source, destination, None)
-    }
-
-    /// As [`ComplianceCache::evaluate`], with the destination's policy as its owner (a
-    /// peer) states it. The policy is part of the key.
+    /// [`evaluate_with`] (this node's own judgement: [`Judged::OwnOnly`]), through the
+    /// cache; `destination_policy` is the destination's policy as its owner (a peer)
+    /// states it, and part of the key.
     pub fn evaluate_for(
         &mut self,
         state: &State,
@@ -464,7 +443,7 @@ mod tests {
 
     impl World {
         fn new() -> Self {
-            Self { state: State::new(n("n1")) }
+            Self { state: State::new() }
         }
 
         fn label(&mut self, text: &str) -> LabelId {
@@ -496,7 +475,7 @@ mod tests {
         }
 
         fn eval(&self, rules: &Rules, src: LabelId, dst: Destination) -> Verdict {
-            evaluate(&self.state, rules, src, dst).unwrap()
+            evaluate_with(&self.state, rules, src, dst, None, Judged::All).unwrap()
         }
     }
 
@@ -704,17 +683,23 @@ mod tests {
         let s = w.label("file:///s@n1");
         let d = w.label("file:///d@n1");
         let mut cache = ComplianceCache::default();
-        assert_eq!(cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap(), Verdict::Grant);
-        assert_eq!(cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap(), Verdict::Grant);
+        assert_eq!(cache.evaluate_for(&w.state, &r, s, Destination::Label(d), None).unwrap(), Verdict::Grant);
+        assert_eq!(cache.evaluate_for(&w.state, &r, s, Destination::Label(d), None).unwrap(), Verdict::Grant);
         assert_eq!(cache.hits(), 1);
         w.policy(d, None, Some(1));
-        assert_eq!(kind(&cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap()), Some(PolicyKind::Integrity));
+        assert_eq!(
+            kind(&cache.evaluate_for(&w.state, &r, s, Destination::Label(d), None).unwrap()),
+            Some(PolicyKind::Integrity)
+        );
         w.policy(s, None, Some(1));
-        assert_eq!(cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap(), Verdict::Grant);
+        assert_eq!(cache.evaluate_for(&w.state, &r, s, Destination::Label(d), None).unwrap(), Verdict::Grant);
         // Provenance grows with a low-integrity source: the cached grant is not reused.
         let low = w.label("file:///low@n1");
         w.flow(low, s);
-        assert_eq!(kind(&cache.evaluate(&w.state, &r, s, Destination::Label(d)).unwrap()), Some(PolicyKind::Integrity));
+        assert_eq!(
+            kind(&cache.evaluate_for(&w.state, &r, s, Destination::Label(d), None).unwrap()),
+            Some(PolicyKind::Integrity)
+        );
         assert_eq!(cache.hits(), 1);
     }
 }

@@ -158,13 +158,11 @@ pub struct EdgeStats {
 }
 
 /// One direct flow edge of the lineage graph, with its history.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LineageEdge {
     /// Where the data came from.
-    #[serde(serialize_with = "serialize_display")]
     pub source: LocalizedResource,
     /// Where it went.
-    #[serde(serialize_with = "serialize_display")]
     pub destination: LocalizedResource,
     /// First flow, unix µs.
     pub first_us: u64,
@@ -174,10 +172,6 @@ pub struct LineageEdge {
     pub flows: u64,
     /// Bytes carried in total.
     pub bytes: u64,
-}
-
-fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 /// Direct edges between labels, one per (source, destination) pair.

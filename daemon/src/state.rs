@@ -8,7 +8,7 @@
 //! waiters, caches).
 use std::path::PathBuf;
 
-use trace2e_proto::{Confidentiality, Fd, IntegrityLevel, LocalizedResource, NodeId, ProcessId, Resource};
+use trace2e_proto::{Confidentiality, Fd, IntegrityLevel, LocalizedResource, NodeId, ProcessId};
 
 use crate::FastMap;
 use crate::audit::{AuditEntry, AuditLog, FlowRecord};
@@ -201,9 +201,8 @@ pub enum StateError {
 }
 
 /// All durable state of one engine.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct State {
-    node: NodeId,
     labels: Vec<Label>,
     ids: FastMap<LocalizedResource, LabelId>,
     enrollments: Enrollments,
@@ -216,15 +215,14 @@ pub struct State {
 }
 
 impl State {
-    /// Empty state of `node`, its audit trail all in memory.
-    pub fn new(node: NodeId) -> Self {
-        Self::with_audit(node, AuditLog::default())
+    /// Empty state, its audit trail all in memory.
+    pub fn new() -> Self {
+        Self::with_audit(AuditLog::default())
     }
 
-    /// Empty state of `node` with an (empty) audit trail kept as `audit` is.
-    pub fn with_audit(node: NodeId, audit: AuditLog) -> Self {
+    /// Empty state with an (empty) audit trail kept as `audit` is.
+    pub fn with_audit(audit: AuditLog) -> Self {
         Self {
-            node,
             labels: Vec::new(),
             ids: FastMap::default(),
             enrollments: Enrollments::default(),
@@ -233,11 +231,6 @@ impl State {
             audit,
             epoch: 0,
         }
-    }
-
-    /// This node.
-    pub fn node(&self) -> &NodeId {
-        &self.node
     }
 
     /// The label of `r`, if it has one.
@@ -414,16 +407,12 @@ impl State {
         self.apply(Change::Intern(r.clone()))?;
         Ok(id)
     }
-
-    /// `r` localized on this node.
-    pub fn local(&self, r: Resource) -> LocalizedResource {
-        r.at(&self.node)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trace2e_proto::Resource;
 
     fn n1() -> NodeId {
         NodeId::new("n1").unwrap()
@@ -436,7 +425,7 @@ mod tests {
 
     #[test]
     fn interning_is_stable_and_dense() {
-        let mut s = State::new(n1());
+        let mut s = State::new();
         let a = file(&mut s, "/a");
         let b = file(&mut s, "/b");
         assert_eq!(file(&mut s, "/a"), a);
@@ -448,7 +437,7 @@ mod tests {
 
     #[test]
     fn deleted_labels_are_frozen_and_policy_changes_bump_the_epoch() {
-        let mut s = State::new(n1());
+        let mut s = State::new();
         let a = file(&mut s, "/a");
         let e0 = s.epoch();
         s.apply(Change::SetPolicy { label: a, confidentiality: None, integrity: Some(IntegrityLevel(2)) }).unwrap();
@@ -462,7 +451,7 @@ mod tests {
 
     #[test]
     fn flows_merge_provenance_and_lineage() {
-        let mut s = State::new(n1());
+        let mut s = State::new();
         let (f1, p, f2) = (file(&mut s, "/f1"), file(&mut s, "/p"), file(&mut s, "/f2"));
         s.apply(Change::Flow { source: f1, destination: p, bytes: 3, time_us: 1 }).unwrap();
         s.apply(Change::Flow { source: p, destination: f2, bytes: 4, time_us: 2 }).unwrap();
@@ -477,7 +466,7 @@ mod tests {
 
     #[test]
     fn enrollment_requires_an_attached_process() {
-        let mut s = State::new(n1());
+        let mut s = State::new();
         let f = file(&mut s, "/f");
         let process = ProcessId { pid: 1, starttime: 1 };
         let err = s.apply(Change::Enroll { process, fd: Fd(3), label: f }).unwrap_err();

@@ -10,8 +10,7 @@ use trace2e_proto::{Denial, Direction, Fd, GrantId, LocalizedResource, NodeId, P
 use crate::provenance::LabelId;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditKind {
     /// A process attached (or exec'd a new executable).
     Attach,

@@ -120,7 +120,7 @@ pub struct ProcessInfo {
 }
 
 /// Counters for operators.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStatus {
     /// Attached processes.
     pub processes: usize,
@@ -293,7 +293,7 @@ impl Engine {
             Rules { topology: config.topology.clone(), default_process_integrity: config.default_process_integrity };
         Self {
             core: RwLock::new(Core {
-                state: State::with_audit(config.topology.node.clone(), AuditLog::new(&config.audit)),
+                state: State::with_audit(AuditLog::new(&config.audit)),
                 cache: ComplianceCache::default(),
                 grants: FastMap::default(),
                 all_local: FastMap::default(),
