@@ -305,7 +305,11 @@ mod tests {
             let mut s = LabelProvenance::default();
             for x in &b { s.merge(id(src), id(*x), &LabelProvenance::default()); }
             dst.merge(id(own), id(src), &s);
-            let mut want: BTreeSet<u32> = a.iter().chain(s.labels().iter().map(|l| &l.0)).copied().collect();
+            // The model: a label's provenance is the set of what flowed into it, never itself.
+            let model_s: BTreeSet<u32> = b.iter().copied().filter(|x| *x != src).collect();
+            let got_s: Vec<u32> = s.labels().iter().map(|l| l.0).collect();
+            prop_assert_eq!(got_s, model_s.iter().copied().collect::<Vec<_>>());
+            let mut want: BTreeSet<u32> = a.union(&model_s).copied().collect();
             want.insert(src);
             want.remove(&own);
             let got: Vec<u32> = dst.labels().iter().map(|l| l.0).collect();

@@ -50,15 +50,6 @@ async fn sent_to_n2(e1: &Engine, f1: &Loopback, e2: &Engine, path: &str) -> (Pro
     (writer, inn)
 }
 
-async fn settle(cond: impl Fn() -> bool) {
-    within(async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_stream_write_carries_provenance_and_repeats_skip_m2m() {
     let (e1, f1, e2, f2) = pair();
@@ -210,8 +201,10 @@ async fn peers_questions_are_checked() {
         e.remote_reserve(&n2(), RemoteToken(5), out.clone(), w, vec![]).await,
         Err(EngineError::DuplicateToken { .. })
     ));
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    assert_eq!(e.expire_leases(), 1);
+    // The hold ends once its 50 ms lease has passed, not before.
+    assert_eq!(e.expire_leases(), 0);
+    assert_eq!(e.status().remote_reservations, 1);
+    assert_eq!(until_expired(&e).await, 1);
     assert!(e.provenance(&out).contains(&file("/z").at(&n2())));
     assert!(e.reservations_idle());
 }

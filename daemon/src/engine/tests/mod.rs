@@ -75,3 +75,26 @@ pub(super) async fn io(e: &Engine, p: ProcessId, fd: i32, dir: Direction, bytes:
     let g = grant_of(&ask(e, p, fd, dir).await);
     e.report(p, g, IoOutcome { ok: true, bytes }).unwrap();
 }
+
+/// Waits (bounded by [`within`]) until `cond` holds.
+pub(super) async fn settle(cond: impl Fn() -> bool) {
+    within(async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+}
+
+/// Sweeps leases until one or more expire (bounded by [`within`]); how many did.
+pub(super) async fn until_expired(e: &Engine) -> usize {
+    within(async {
+        loop {
+            match e.expire_leases() {
+                0 => tokio::time::sleep(Duration::from_millis(5)).await,
+                n => return n,
+            }
+        }
+    })
+    .await
+}
