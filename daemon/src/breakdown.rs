@@ -3,10 +3,10 @@
 //! This module owns the per-stage accumulators only: the engine and the P2M transports
 //! time their own stages with [`Breakdown::start`] / [`Breakdown::stop`]. Disabled (the
 //! default), a stage costs one branch on a bool read once at start-up; enabled, two
-//! timestamps ([`trace2e_fastpath::ticks`]: one `rdtsc`, ~13 ns, where the kernel keeps
-//! time with the TSC; else `Instant::now()`, ~32 ns on the 2026-12-02 VM) and two
-//! relaxed atomic adds. A read's ten or so timed stages still add ~0.3 µs to what they
-//! measure (the bench prints the overhead with the breakdown on). Operators read the
+//! timestamps ([`trace2e_fastpath::ticks`]: one `rdtsc` where the kernel keeps time
+//! with the TSC; else `Instant::now()`) and two relaxed atomic adds. A read's ten or so
+//! timed stages still add to what they measure (the bench `breakdown` prints the
+//! overhead with the breakdown on). Operators read the
 //! totals in `trace2e status --format json`; the bench `breakdown` turns them into the
 //! per-I/O table (the paper's Fig. 10).
 

@@ -11,8 +11,8 @@
 //! `trace2ed`, and [`cli`] is the operator CLI `trace2e`.
 
 /// The engine's in-memory maps: keyed by labels, fds and grant ids the daemon assigns or
-/// checks, hashed with a fast seeded hasher (SipHash was ~15% of a mediated I/O; bench
-/// `engine`). Seeded per map, so keys chosen by a client cannot be aimed at a bucket.
+/// checks, hashed with a fast seeded hasher (SipHash was a large share of a mediated
+/// I/O; bench `engine`, docs/decisions.md). Seeded per map, so keys chosen by a client cannot be aimed at a bucket.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// The set counterpart of [`FastMap`].
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -35,8 +35,8 @@ pub struct ClientConfig {
     /// daemon says it is polling on another CPU. Default 2 µs: about 1.5× a polled
     /// round trip with the daemon's service time (~1.5 µs); a response later than that
     /// usually means the daemon's thread was preempted, and spinning longer only takes
-    /// CPU from it (throughput bench with 2 processes on 2 CPUs: ~200k reads/s with
-    /// 4 µs, ~240–300k with 2 µs).
+    /// CPU from it (bench `throughput` with 2 processes on 2 CPUs; numbers in
+    /// docs/decisions.md).
     pub spin: Duration,
     /// How long a caller yields the CPU for its response before sleeping, *only* when
     /// the daemon says it is polling on this caller's CPU. Default 20 µs. Counted from

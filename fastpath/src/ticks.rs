@@ -1,11 +1,12 @@
 //! Cheap timestamps for stage timing (`TRACE2E_BREAKDOWN=1`).
 //!
-//! A stage measured with two `Instant::now()` costs two `clock_gettime` calls: ~32 ns
-//! each on the 2026-12-02 VM, and a mediated read has about ten timed stages, so the
-//! timers alone added ~0.6 µs to the overhead they were measuring. Where the kernel
+//! A stage measured with two `Instant::now()` costs two `clock_gettime` calls, and a
+//! mediated read has about ten timed stages, so on a VM the timers alone added a large
+//! part of the overhead they were measuring (bench `breakdown`; numbers in
+//! docs/decisions.md). Where the kernel
 //! keeps time with the CPU's time-stamp counter (its clocksource is `tsc`: invariant
 //! and synchronised across CPUs, which the kernel checked), a timestamp here is one
-//! `rdtsc` (~13 ns), converted to nanoseconds with a ratio calibrated against the
+//! `rdtsc`, converted to nanoseconds with a ratio calibrated against the
 //! monotonic clock once. Elsewhere it falls back to the monotonic clock.
 
 use std::sync::OnceLock;

@@ -19,10 +19,10 @@ pub(super) const CHUNK: usize = CHUNK_BYTES / size_of::<Stored>();
 ///
 /// The log only grows, so every append past a page boundary is a page fault, taken by
 /// the channel thread in the middle of a decision: one per 64 records with 4 KiB
-/// pages. Measured on a nested VM (2026-12-01), a 4 KiB fault costs ~3.4 µs, longer
-/// than a client spins for its answer, so ~3 % of mediated reads fell back to a
-/// sleeping hand-off (a 10–20 µs tail). A transparent huge page is one fault per
-/// 2 MiB, ~0.4 µs per 4 KiB of it. `MADV_HUGEPAGE` asks for them (with THP in
+/// pages. On a VM a 4 KiB fault costs longer than a client spins for its answer, so
+/// some mediated reads fell back to a sleeping hand-off (a tail in the bench `io`); a
+/// transparent huge page is one fault per 2 MiB, far less per 4 KiB of it (numbers in
+/// docs/decisions.md). `MADV_HUGEPAGE` asks for them (with THP in
 /// `madvise` mode, the common default); the allocator has already touched the first
 /// page (its header), so that first 2 MiB is collapsed at once (`MADV_COLLAPSE`, Linux
 /// 6.1+). Where either is refused, or the allocator did not place the buffer on a
@@ -56,9 +56,9 @@ pub(super) static PREPARER: Once = Once::new();
 ///
 /// Preparing a chunk (allocation, `MADV_COLLAPSE`, zeroing its huge pages by touching
 /// every page) is done by a background thread, one chunk ahead: done by the channel
-/// thread during appends, it was ~4 % of a busy daemon's samples (`perf record`, 1
-/// client, 2026-12-02), the page zeroing of a huge page at a time in the middle of a
-/// decision. Costs 4 MiB of memory held ahead.
+/// thread during appends, it showed in a busy daemon's profile (`perf record` of
+/// `t2e-load`, docs/decisions.md) as the page zeroing of a huge page at a time in the
+/// middle of a decision. Costs 4 MiB of memory held ahead.
 pub(super) fn spare_chunk() -> Vec<Stored> {
     PREPARER.call_once(|| {
         if let Err(e) = std::thread::Builder::new().name("t2e-audit-prep".into()).spawn(prepare_spares) {

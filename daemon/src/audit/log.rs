@@ -94,7 +94,7 @@ impl AuditLog {
         // Records ahead are lines never touched since their page was zeroed (or, in a
         // reused chunk, since long ago): fetch the one two records ahead now (each line
         // once, two appends early), while the flow goes on, not under a later decision
-        // (1-client `t2e-load`, 16 alternating runs: median 378k -> 409k reads/s).
+        // (1-client `t2e-load`; numbers in docs/decisions.md).
         #[cfg(target_arch = "x86_64")]
         if let Some(ahead) = self.current.spare_capacity_mut().get(1) {
             // SAFETY: a prefetch is a hint: it never faults and never changes memory;

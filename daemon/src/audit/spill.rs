@@ -7,10 +7,9 @@
 //! meaningful only to this daemon) and disappears with it, even after a crash.
 //!
 //! Why: the trail grows by two records per mediated I/O, and memory never touched
-//! before costs page zeroing on every new page. On the 2-vCPU VM of 2026-12-02 that
-//! zeroing took ~17 % of the daemon's CPU at ~600 k reads/s and ~0.4 µs of every read
-//! with the daemon on its own CPU (`file_read_placement/shm/other-core`: 1.0–1.2 µs of
-//! overhead growing the trail, 0.6–0.7 µs reusing chunks). Once a chunk is on disk and
+//! before costs page zeroing on every new page: a sizeable share of the daemon's CPU
+//! under load, and of every read's overhead with the daemon on its own CPU (bench
+//! `file_read_placement/shm/other-core`; numbers in docs/decisions.md). Once a chunk is on disk and
 //! out of the window, its memory is reused for the next one, already faulted in.
 //! `O_DIRECT` keeps the page cache from growing by the same amount instead.
 

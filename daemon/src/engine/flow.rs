@@ -113,9 +113,9 @@ impl Engine {
     /// that the process can go on while its audit record is appended. Still under the
     /// state lock: the audit trail keeps the order of decisions, and the grant's report
     /// (which the same caller handles next) cannot be applied before its request is
-    /// recorded. The append writes a cache line of memory never touched before: on a VM,
-    /// up to ~0.3 µs on the critical path of every read (1-client `t2e-load` with no
-    /// request record at all: +12 % reads/s). A denial is audited first and only
+    /// recorded. The append writes a cache line of memory never touched before, which on
+    /// a VM is a measurable part of every read's critical path (1-client `t2e-load`;
+    /// docs/decisions.md). A denial is audited first and only
     /// returned: the rare path stays simple.
     ///
     /// A shared-memory channel thread calls this inline.

@@ -331,8 +331,8 @@ impl<'a> ChannelServer<'a> {
                 // spins for its response. With the client on this CPU, busy-polling would
                 // only keep it from running, so yield between scans: the client yields
                 // too, and a hand-off is two `sched_yield`s instead of an eventfd write,
-                // an epoll wake-up, a futex wait and a futex wake (`perf/machine_floor.c`
-                // on the 2026-12-02 VM: 3.9 µs against 6.8 µs a round trip). Clearing
+                // an epoll wake-up, a futex wait and a futex wake (about half the round
+                // trip: `perf/machine_floor.c`, numbers in docs/decisions.md). Clearing
                 // `polling` and scanning once more closes the race with a client that
                 // saw `polling` set and did not ring.
                 self.channel.begin_polling();
@@ -574,10 +574,10 @@ impl<'a> ChannelServer<'a> {
     /// `false` when the client is gone.
     ///
     /// The timer is periodic and changed only when the channel goes busy or idle, not
-    /// armed per sleep: on the 2026-12-02 VM, an epoll timeout per sleep (an hrtimer
-    /// programmed and cancelled each time) cost ~2 µs per read with daemon and client on
-    /// one CPU (`file_read_placement/shm/same-core`; `t2e-load` on one CPU: 68k → 81k
-    /// reads/s without it).
+    /// armed per sleep: an epoll timeout per sleep (an hrtimer programmed and cancelled
+    /// each time) cost microseconds per read with daemon and client on one CPU
+    /// (`file_read_placement/shm/same-core`, `t2e-load` on one CPU; numbers in
+    /// docs/decisions.md).
     fn sleep(&mut self) -> bool {
         let busy = self.outstanding > 0;
         if busy != self.drain_armed {
