@@ -6,6 +6,10 @@
 //! client never writes it *detaches*: it marks the region closed, wakes the
 //! client's sleepers, shuts the control socket down, and refuses all further work —
 //! returning a [`Corruption`] that names the check, never panicking.
+//!
+//! One file, over 600 lines, on purpose: every check a hostile client can trip is in
+//! [`ServerCore`]'s scan and copy-out, and splitting them would hide which value is
+//! read once and validated before use.
 
 use core::time::Duration;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

@@ -4,6 +4,9 @@
 //! be tested without a daemon. The JSON objects are part of the CLI's interface: fields
 //! may be added, never renamed or removed.
 //!
+//! Over 600 lines with its unit tests (a third of the file), which pin every rendering
+//! beside the code that makes it.
+//!
 //! `trace2e provenance RES --format json`:
 //!
 //! ```json

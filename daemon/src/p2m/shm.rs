@@ -29,6 +29,10 @@
 //! Posting therefore only delays *other* flows on the same resources by at most the drain
 //! interval (when the poster goes quiet right after its I/O), and takes one system call
 //! and one wake-up off every mediated I/O (bench `file_read/64B`).
+//!
+//! One file, over 600 lines, on purpose: the consistency argument above spans the accept
+//! thread, the channel thread's loop and the deferred answers, and reads best next to
+//! all three.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
