@@ -22,7 +22,7 @@ use trace2e_proto::convert::InvalidMessage;
 use trace2e_proto::pb::o2m::{self, o2m_server::O2m, o2m_server::O2mServer};
 use trace2e_proto::{Confidentiality, IntegrityLevel, InvalidIdentifier, LocalizedResource, NodeId, Resource};
 
-use crate::audit::{AuditOutcome, AuditQuery, AuditRecord, DecisionFilter};
+use crate::audit::{AuditOutcome, AuditQuery, AuditRecord, AuditSeq, DecisionFilter};
 use crate::consent::ConsentDestination;
 use crate::engine::{Engine, EngineError};
 use crate::provenance::LineageEdge;
@@ -213,7 +213,7 @@ impl OperatorService {
                 .transpose()
                 .map_err(OperatorError::InvalidDecision)?,
             limit: usize::try_from(request.limit).unwrap_or(usize::MAX),
-            after: request.after,
+            after: AuditSeq(request.after),
         };
         Ok(o2m::AuditResponse { records: self.engine.audit(&query)?.iter().map(audit_record).collect() })
     }
@@ -292,7 +292,7 @@ fn audit_record(r: &AuditRecord) -> o2m::AuditRecord {
         details.push(d.to_string());
     }
     o2m::AuditRecord {
-        seq: r.seq,
+        seq: r.seq.0,
         time_us: r.time_us,
         node: r.node.to_string(),
         kind: r.kind.as_str().to_owned(),

@@ -222,7 +222,7 @@ impl AuditLog {
             None => None,
         };
         let filter = Filter { resource, decision: query.decision };
-        let start = usize::try_from(query.after).unwrap_or(usize::MAX).min(self.len);
+        let start = usize::try_from(query.after.0).unwrap_or(usize::MAX).min(self.len);
         let limit = if query.limit == 0 { usize::MAX } else { query.limit };
         let spilled = self.spilled();
         // Newest first, so that `limit` keeps the most recent matches.
@@ -317,17 +317,20 @@ mod tests {
             e.bytes = i as u64;
             assert_eq!(log.append(e), i as u64 + 1);
         }
-        let all = log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: 0 }, None).unwrap();
+        let all =
+            log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: AuditSeq(0) }, None).unwrap();
         assert_eq!(all.len(), 2 * CHUNK + 5);
         assert!(all.iter().all(|(seq, e)| *seq == e.bytes + 1));
-        let tail =
-            log.query(&AuditQuery { resource: None, decision: None, limit: 3, after: CHUNK as u64 - 1 }, None).unwrap();
+        let tail = log
+            .query(&AuditQuery { resource: None, decision: None, limit: 3, after: AuditSeq(CHUNK as u64 - 1) }, None)
+            .unwrap();
         assert_eq!(
             tail.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![2 * CHUNK as u64 + 3, 2 * CHUNK as u64 + 4, 2 * CHUNK as u64 + 5]
         );
-        let across =
-            log.query(&AuditQuery { resource: None, decision: None, limit: 0, after: CHUNK as u64 - 1 }, None).unwrap();
+        let across = log
+            .query(&AuditQuery { resource: None, decision: None, limit: 0, after: AuditSeq(CHUNK as u64 - 1) }, None)
+            .unwrap();
         assert_eq!(across.first().map(|(s, _)| *s), Some(CHUNK as u64));
         assert_eq!(across.len(), CHUNK + 6);
     }
@@ -375,16 +378,19 @@ mod tests {
         assert!(denied.iter().all(|(_, e)| e.result == AuditOutcome::Denied(denial())));
         assert_eq!(log.denied(), denied.len() as u64);
         // A window across the disk and memory, and one on disk only.
-        let across = log.query(&AuditQuery { after: CHUNK as u64, limit: 0, ..Default::default() }, None).unwrap();
+        let across =
+            log.query(&AuditQuery { after: AuditSeq(CHUNK as u64), limit: 0, ..Default::default() }, None).unwrap();
         assert_eq!(across.len(), total - CHUNK);
         assert_eq!(across.first().map(|(s, _)| *s), Some(CHUNK as u64 + 1));
-        let by_src =
-            log.query(&AuditQuery { after: 10, limit: 2, ..Default::default() }, LabelId::from_index(1).map(Some));
+        let by_src = log.query(
+            &AuditQuery { after: AuditSeq(10), limit: 2, ..Default::default() },
+            LabelId::from_index(1).map(Some),
+        );
         let seqs: Vec<u64> = by_src.unwrap().iter().map(|(s, _)| *s).collect();
         let mut newest_src1: Vec<u64> = (0..total).rev().filter(|i| i % 3 == 1).map(|i| i as u64 + 1).take(2).collect();
         newest_src1.reverse();
         assert_eq!(seqs, newest_src1);
-        let oldest = log.query(&AuditQuery { after: 0, limit: 0, ..Default::default() }, None).unwrap();
+        let oldest = log.query(&AuditQuery { after: AuditSeq(0), limit: 0, ..Default::default() }, None).unwrap();
         assert_eq!(oldest[0].1.bytes, 0);
         assert_eq!(oldest[0].1.result, AuditOutcome::Denied(denial()), "a record on disk keeps its denial");
     }
@@ -432,12 +438,12 @@ mod tests {
         assert_eq!(log.query(&q, None).unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2, 4]);
         let q = AuditQuery { limit: 2, ..Default::default() };
         assert_eq!(log.query(&q, None).unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
-        let q = AuditQuery { after: 2, ..Default::default() };
+        let q = AuditQuery { after: AuditSeq(2), ..Default::default() };
         assert_eq!(log.query(&q, None).unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
         let by_src = log.query(&AuditQuery::default(), Some(LabelId::from_index(2))).unwrap();
         assert_eq!(by_src.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 4]);
         assert!(log.query(&AuditQuery::default(), Some(None)).unwrap().is_empty());
-        let q = AuditQuery { after: 99, ..Default::default() };
+        let q = AuditQuery { after: AuditSeq(99), ..Default::default() };
         assert!(log.query(&q, None).unwrap().is_empty());
     }
 

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use log::{AuditLog, DiskScan, StoredRecord};
 pub use record::{
-    AuditEntry, AuditKind, AuditOutcome, AuditQuery, AuditRecord, DecisionFilter, FlowRecord, FlowResult,
+    AuditEntry, AuditKind, AuditOutcome, AuditQuery, AuditRecord, AuditSeq, DecisionFilter, FlowRecord, FlowResult,
 };
 pub use spill::check_dir as check_spill_dir;
 
@@ -60,6 +60,6 @@ pub enum AuditError {
     #[error("the audit spill file holds a corrupt record (#{seq})")]
     Corrupt {
         /// Its sequence number.
-        seq: u64,
+        seq: AuditSeq,
     },
 }

@@ -173,6 +173,17 @@ impl FromStr for DecisionFilter {
     }
 }
 
+/// The sequence number of an audit record: from 1, without gaps, in the order of
+/// appends (0 means "before the first record" in [`AuditQuery::after`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AuditSeq(pub u64);
+
+impl std::fmt::Display for AuditSeq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A query over the audit trail.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -183,14 +194,14 @@ pub struct AuditQuery {
     /// At most the most recent `limit` matching records (0: all).
     pub limit: usize,
     /// Only records with a sequence number greater than this.
-    pub after: u64,
+    pub after: AuditSeq,
 }
 
 /// One audit record as returned by queries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     /// Sequence number, from 1, without gaps.
-    pub seq: u64,
+    pub seq: AuditSeq,
     /// Unix time, µs.
     pub time_us: u64,
     /// The node that recorded it.
@@ -236,7 +247,7 @@ impl AuditRecord {
         name: impl Fn(LabelId) -> Option<LocalizedResource>,
     ) -> Self {
         Self {
-            seq,
+            seq: AuditSeq(seq),
             time_us: e.time_us,
             node: node.clone(),
             kind: e.kind,

@@ -155,7 +155,7 @@ impl Reader {
                 i -= 1;
                 let at = (i - first) * RECORD_BYTES;
                 let bytes: &[u8; RECORD_BYTES] = block.0[at..at + RECORD_BYTES].try_into().expect("one record");
-                let stored = Stored::decode(bytes).ok_or(AuditError::Corrupt { seq: i as u64 + 1 })?;
+                let stored = Stored::decode(bytes).ok_or(AuditError::Corrupt { seq: super::AuditSeq(i as u64 + 1) })?;
                 if visit(i, &stored) {
                     return Ok(());
                 }

@@ -131,7 +131,7 @@ async fn grants_and_denials_are_audited() {
     assert_eq!(denial.reason, "integrity 0 of process://12.7@n1 (/bin/app12) is below 1 required by file:///out@n1");
 
     let all = e.audit(&AuditQuery::default()).unwrap();
-    assert!(all.windows(2).all(|w| w[0].seq + 1 == w[1].seq) && all[0].seq == 1);
+    assert!(all.windows(2).all(|w| w[0].seq.0 + 1 == w[1].seq.0) && all[0].seq == AuditSeq(1));
     let read = all.iter().find(|r| r.kind == AuditKind::Request && r.direction == Some(Direction::Read)).unwrap();
     assert_eq!(read.source, Some(at(&file("/in"))));
     assert_eq!(read.destination, Some(at(&Resource::Process(p))));
@@ -149,7 +149,7 @@ async fn grants_and_denials_are_audited() {
     assert_eq!(kinds, [AuditKind::Enroll, AuditKind::Request, AuditKind::Report]);
     let q = AuditQuery { limit: 2, ..Default::default() };
     assert_eq!(
-        e.audit(&q).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(),
+        e.audit(&q).unwrap().iter().map(|r| r.seq.0).collect::<Vec<_>>(),
         [all.len() as u64 - 1, all.len() as u64]
     );
     assert!(e.reservations_idle(), "a denial releases its reservations");
@@ -319,7 +319,7 @@ async fn process_exit_ends_grants_and_enrollments() {
     assert_eq!(e.status().enrolled_fds, 0);
     assert_eq!(e.request(p, Fd(3), Direction::Read).await, Err(EngineError::NotEnrolled { process: p, fd: Fd(3) }));
     let kinds: Vec<AuditKind> =
-        e.audit(&AuditQuery { after: 4, ..Default::default() }).unwrap().iter().map(|r| r.kind).collect();
+        e.audit(&AuditQuery { after: AuditSeq(4), ..Default::default() }).unwrap().iter().map(|r| r.kind).collect();
     assert_eq!(kinds, [AuditKind::Expired, AuditKind::Unenroll, AuditKind::Unenroll, AuditKind::Exit]);
     // The label keeps the executable: a policy set on it later still applies to the
     // exited process (what a reader of its writes is judged by).

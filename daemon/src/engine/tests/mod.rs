@@ -13,7 +13,7 @@ pub(super) use trace2e_proto::{
 };
 
 pub(super) use super::{Engine, EngineConfig, EngineError, ProcessInfo};
-pub(super) use crate::audit::{AuditKind, AuditOutcome, AuditQuery, DecisionFilter};
+pub(super) use crate::audit::{AuditKind, AuditOutcome, AuditQuery, AuditSeq, DecisionFilter};
 pub(super) use crate::consent::{ConsentDestination, ConsentRequest};
 pub(super) use crate::remote::{Federation, RemoteTarget, RemoteToken};
 pub(super) use crate::topology::Topology;
