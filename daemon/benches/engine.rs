@@ -15,7 +15,7 @@ fn engine_with_reader() -> (Arc<Engine>, ProcessId) {
     let node = NodeId::new("bench").unwrap();
     let engine = Arc::new(Engine::new(EngineConfig::new(Topology::new(node, vec!["10.0.0.1".parse().unwrap()]))));
     let id = ProcessId { pid: 4242, starttime: 1 };
-    engine.attach_process(ProcessInfo { id, exe: "/bin/bench".into(), uid: 1000 });
+    engine.attach_process(ProcessInfo { id, exe: "/bin/bench".into(), uid: trace2e_daemon::enrollment::UserId(1000) });
     engine.enroll(id, Fd(3), Resource::file("/data/input.txt").unwrap()).unwrap();
     (engine, id)
 }

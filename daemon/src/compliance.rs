@@ -426,6 +426,7 @@ impl ComplianceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::enrollment::UserId;
     use crate::state::Change;
     use trace2e_proto::{NodeId, ProcessId};
 
@@ -472,7 +473,7 @@ mod tests {
             let process = ProcessId { pid, starttime: 1 };
             let label = self.state.intern(&Resource::Process(process).at(&n("n1"))).unwrap();
             let exe_label = self.state.intern(&Resource::Executable(exe.into()).at(&n("n1"))).unwrap();
-            let change = Change::Attach { process, label, exe: exe.into(), exe_label, uid: 0 };
+            let change = Change::Attach { process, label, exe: exe.into(), exe_label, uid: UserId(0) };
             self.state.apply(change).unwrap();
             label
         }

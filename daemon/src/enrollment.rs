@@ -12,6 +12,10 @@ use trace2e_proto::{Fd, ProcessId};
 use crate::FastMap;
 use crate::provenance::LabelId;
 
+/// A Unix user id, as the kernel reported it for a process (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserId(pub u32);
+
 /// An attached process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessRecord {
@@ -22,7 +26,7 @@ pub struct ProcessRecord {
     /// The label of its executable (`exe:///path@node`), holder of the shared policy.
     pub exe_label: LabelId,
     /// Its user id.
-    pub uid: u32,
+    pub uid: UserId,
 }
 
 /// Attached processes and their enrolled fds.

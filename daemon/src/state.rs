@@ -12,7 +12,7 @@ use trace2e_proto::{Confidentiality, Fd, IntegrityLevel, LocalizedResource, Node
 
 use crate::FastMap;
 use crate::audit::{AuditEntry, AuditLog, FlowRecord};
-use crate::enrollment::{Enrollments, ProcessRecord};
+use crate::enrollment::{Enrollments, ProcessRecord, UserId};
 use crate::provenance::{LabelId, LabelProvenance, Lineage, Merge};
 
 /// A policy as stored: which fields an operator set explicitly.
@@ -87,7 +87,7 @@ pub enum Change {
         /// Its executable's label.
         exe_label: LabelId,
         /// Its user id.
-        uid: u32,
+        uid: UserId,
     },
     /// A process is gone; its label (and attributes) stay.
     Detach {
@@ -473,7 +473,7 @@ mod tests {
         assert_eq!(err, StateError::UnknownProcess(process));
         let pl = s.intern(&Resource::Process(process).at(&n1())).unwrap();
         let el = s.intern(&Resource::Executable("/bin/x".into()).at(&n1())).unwrap();
-        s.apply(Change::Attach { process, label: pl, exe: "/bin/x".into(), exe_label: el, uid: 0 }).unwrap();
+        s.apply(Change::Attach { process, label: pl, exe: "/bin/x".into(), exe_label: el, uid: UserId(0) }).unwrap();
         s.apply(Change::Enroll { process, fd: Fd(3), label: f }).unwrap();
         assert_eq!(s.enrollments().resource(process, Fd(3)), Some(f));
         s.apply(Change::Detach { process }).unwrap();

@@ -54,6 +54,7 @@ use crate::audit::clock::now_us;
 use crate::audit::{AuditEntry, AuditKind, AuditLog, AuditOutcome, FlowRecord, FlowResult};
 use crate::compliance::{ComplianceCache, Destination, Rules};
 use crate::consent::ConsentWaiters;
+use crate::enrollment::UserId;
 use crate::provenance::LabelId;
 use crate::remote::{Federation, NoPeers, RemoteToken};
 use crate::reservation::{Claim, Reservation, ReservationTable};
@@ -116,7 +117,7 @@ pub struct ProcessInfo {
     /// Its executable.
     pub exe: PathBuf,
     /// Its user id.
-    pub uid: u32,
+    pub uid: UserId,
 }
 
 /// Counters for operators.

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use trace2e_proto::{Fd, ProcessId, Resource};
 
 use crate::engine::{Engine, ProcessInfo};
+use crate::enrollment::UserId;
 use crate::process::{self, ExitWatch, FdTarget, ProcError};
 
 /// Why a client's enrollment claim is refused or cannot be checked.
@@ -141,7 +142,7 @@ impl Clients {
         let id = process::process_id(pid)?;
         let watch = ExitWatch::new(id)?;
         let exe = process::executable(pid).unwrap_or_default();
-        self.engine.attach_process(ProcessInfo { id, exe, uid });
+        self.engine.attach_process(ProcessInfo { id, exe, uid: UserId(uid) });
         by_pid.insert(pid, id);
         drop(by_pid);
         let this = Arc::clone(self);

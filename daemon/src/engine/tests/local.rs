@@ -192,7 +192,7 @@ async fn operator_policies() {
     assert_eq!(e.set_policy(&exe, None, Some(IntegrityLevel(2))).unwrap().integrity, IntegrityLevel(2));
     assert!(matches!(e.delete(&exe), Err(EngineError::NotAFlowEndpoint { .. })));
     let p = ProcessId { pid: 5, starttime: 5 };
-    e.attach_process(ProcessInfo { id: p, exe: "/usr/bin/server".into(), uid: 0 });
+    e.attach_process(ProcessInfo { id: p, exe: "/usr/bin/server".into(), uid: UserId(0) });
     assert_eq!(e.policy(&Resource::Process(p)).integrity, IntegrityLevel(2), "inherited from exe");
     let kinds: Vec<AuditKind> = e.audit(&AuditQuery::default()).unwrap().iter().map(|r| r.kind).collect();
     assert_eq!(

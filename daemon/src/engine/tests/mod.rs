@@ -15,6 +15,7 @@ pub(super) use trace2e_proto::{
 pub(super) use super::{Engine, EngineConfig, EngineError, ProcessInfo};
 pub(super) use crate::audit::{AuditKind, AuditOutcome, AuditQuery, AuditSeq, DecisionFilter};
 pub(super) use crate::consent::{ConsentDestination, ConsentRequest};
+pub(super) use crate::enrollment::UserId;
 pub(super) use crate::remote::{Federation, RemoteTarget, RemoteToken};
 pub(super) use crate::topology::Topology;
 
@@ -43,7 +44,7 @@ pub(super) fn at(r: &Resource) -> LocalizedResource {
 
 pub(super) fn attach(e: &Engine, pid: u32) -> ProcessId {
     let id = ProcessId { pid, starttime: 7 };
-    e.attach_process(ProcessInfo { id, exe: format!("/bin/app{pid}").into(), uid: 1000 });
+    e.attach_process(ProcessInfo { id, exe: format!("/bin/app{pid}").into(), uid: UserId(1000) });
     id
 }
 
