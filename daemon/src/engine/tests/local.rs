@@ -404,7 +404,11 @@ async fn a_consent_decision_wakes_the_waiting_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_flows_complete_and_release_everything() {
-    let e = engine();
+    // A reservation timeout no flow reaches (each holds its claims for one yield), so that
+    // every one of the 240 flows must be granted: none may be lost or denied as busy.
+    let mut c = config();
+    c.reservation_timeout = Duration::from_secs(20);
+    let e = Arc::new(Engine::new(c));
     let mut tasks = Vec::new();
     for pid in 1..=8u32 {
         let p = attach(&e, pid);
@@ -415,10 +419,9 @@ async fn concurrent_flows_complete_and_release_everything() {
         tasks.push(tokio::spawn(async move {
             for i in 0..30 {
                 let dir = if (i + pid) % 3 == 0 { Direction::Write } else { Direction::Read };
-                if let Decision::Grant(g) = e.request(p, Fd((i % 3) as i32), dir).await.unwrap() {
-                    tokio::task::yield_now().await;
-                    e.report(p, g, IoOutcome { ok: true, bytes: 1 }).unwrap();
-                }
+                let g = grant_of(&e.request(p, Fd((i % 3) as i32), dir).await.unwrap());
+                tokio::task::yield_now().await;
+                e.report(p, g, IoOutcome { ok: true, bytes: 1 }).unwrap();
             }
         }));
     }
@@ -429,5 +432,6 @@ async fn concurrent_flows_complete_and_release_everything() {
     })
     .await;
     assert!(e.reservations_idle());
-    assert_eq!(e.status().active_grants, 0);
+    let s = e.status();
+    assert_eq!((s.active_grants, s.granted, s.denied), (0, 8 * 30, 0));
 }
