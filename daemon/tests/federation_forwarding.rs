@@ -48,30 +48,9 @@ fn provenance_follows_a_file_from_node_to_node() {
 
 #[test]
 fn nodes_speak_mutual_tls_when_configured() {
-    let certs = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/gen-certs.sh");
-    let out = run({
-        let mut cmd = std::process::Command::new("sh");
-        cmd.arg(script).arg(certs.path()).args(["node-a", "node-b"]);
-        cmd
-    });
-    if !out.status.success() {
-        // The script needs the openssl CLI.
-        eprintln!("skipped: cannot generate certificates: {}", stderr(&out));
-        return;
-    }
+    let certs = make_certificates(&["node-a", "node-b"]);
     let dir = certs.path().to_owned();
-    let cluster = Cluster::start_with(&NODES[..2], &[], |name| {
-        let file = |f: String| dir.join(f).to_str().unwrap().to_owned();
-        vec![
-            "--m2m-tls-cert".into(),
-            file(format!("{name}.pem")),
-            "--m2m-tls-key".into(),
-            file(format!("{name}.key")),
-            "--m2m-tls-ca".into(),
-            file("ca.pem".into()),
-        ]
-    });
+    let cluster = Cluster::start_with(&NODES[..2], &[], |name| tls_flags(&dir, name));
     let (a, b) = (cluster.daemon("node-a"), cluster.daemon("node-b"));
     let original = a.path("original.txt");
     let at_b = b.path("copy.txt");

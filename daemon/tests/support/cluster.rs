@@ -102,6 +102,12 @@ impl Cluster {
         self.nodes[name].daemon.as_ref().unwrap_or_else(|| panic!("{name} is not running"))
     }
 
+    /// The M2M endpoint `name` serves (`IP:PORT`).
+    pub fn m2m_endpoint(&self, name: &str) -> std::net::SocketAddr {
+        let node = &self.nodes[name];
+        format!("{}:{}", node.ip, node.m2m_port).parse().unwrap()
+    }
+
     /// The address `name` owns.
     pub fn ip(&self, name: &str) -> &str {
         &self.nodes[name].ip
@@ -227,4 +233,35 @@ impl Daemon {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// A CA and one certificate per node in `names` (`deploy/gen-certs.sh`, which needs the
+/// openssl CLI). Fails, never skips, when the certificates cannot be made: the TLS tests
+/// must run (`.ci/run` installs openssl).
+pub fn make_certificates(names: &[&str]) -> tempfile::TempDir {
+    let certs = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/gen-certs.sh");
+    let mut cmd = Command::new("sh");
+    cmd.arg(script).arg(certs.path()).args(names);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "cannot generate certificates with deploy/gen-certs.sh (is the openssl CLI installed? \
+         `apt-get install openssl`): {}",
+        stderr(&out)
+    );
+    certs
+}
+
+/// The `--m2m-tls-*` flags of node `name`, with certificates from [`make_certificates`].
+pub fn tls_flags(dir: &Path, name: &str) -> Vec<String> {
+    let file = |f: String| dir.join(f).to_str().unwrap().to_owned();
+    vec![
+        "--m2m-tls-cert".into(),
+        file(format!("{name}.pem")),
+        "--m2m-tls-key".into(),
+        file(format!("{name}.key")),
+        "--m2m-tls-ca".into(),
+        file("ca.pem".into()),
+    ]
 }
