@@ -197,9 +197,19 @@ pub async fn run_until(
         .serve_with_incoming_shutdown(UnixListenerStream::new(o2m_listener), stopped(stop_rx.clone()));
     let p2m = tokio::spawn(p2m);
     let o2m = tokio::spawn(o2m);
+    let m2m_bound = m2m_listener.as_ref().and_then(|l| l.local_addr().ok());
     let m2m = m2m_listener.map(|listener| {
         tokio::spawn(federation::serve(Arc::clone(&engine), listener, tls.clone(), stopped(stop_rx.clone())))
     });
+    // Every socket is bound and served: connections made from now on are answered. The
+    // launcher (`launch::start`) waits for this line.
+    {
+        use std::io::Write as _;
+        let m2m_addr = m2m_bound.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{} node={} m2m={m2m_addr}", crate::launch::READY, engine.node());
+        let _ = out.flush();
+    }
     if m2m.is_some() {
         // Peers drop what they reused from an earlier run of this node (its labels are new).
         tokio::spawn(engine.announce_policy_change());

@@ -35,8 +35,14 @@ fn provenance_follows_a_file_from_node_to_node() {
     // the receiver.
     assert_eq!((processes("node-a"), processes("node-b"), processes("node-c")), (2, 2, 1), "{prov:?}");
     // The streams each node received on are in it too.
-    assert!(prov.iter().any(|r| r.starts_with("tcp://127.0.0.3:") && r.ends_with("@node-b")), "{prov:?}");
-    assert!(prov.iter().any(|r| r.starts_with("tcp://127.0.0.4:") && r.ends_with("@node-c")), "{prov:?}");
+    assert!(
+        prov.iter().any(|r| r.starts_with(&format!("tcp://{}:", cluster.ip("node-b"))) && r.ends_with("@node-b")),
+        "{prov:?}"
+    );
+    assert!(
+        prov.iter().any(|r| r.starts_with(&format!("tcp://{}:", cluster.ip("node-c"))) && r.ends_with("@node-c")),
+        "{prov:?}"
+    );
 
     // Both sides audited the remote decisions: node-b recorded the flow from node-a, and
     // node-a answered node-b's and node-c's questions about its file.
