@@ -201,6 +201,15 @@ pub async fn run_until(
     let m2m = m2m_listener.map(|listener| {
         tokio::spawn(federation::serve(Arc::clone(&engine), listener, tls.clone(), stopped(stop_rx.clone())))
     });
+    // Poll the shutdown future once before saying we are ready: `termination()` installs
+    // its signal handlers when first polled, and a SIGTERM sent before that would kill the
+    // daemon without the clean stop (sockets left behind).
+    let mut shutdown = std::pin::pin!(shutdown);
+    let stopped_already = tokio::select! {
+        biased;
+        () = &mut shutdown => true,
+        () = std::future::ready(()) => false,
+    };
     // Every socket is bound and served: connections made from now on are answered. The
     // launcher (`launch::start`) waits for this line.
     {
@@ -235,7 +244,9 @@ pub async fn run_until(
         })
     };
 
-    shutdown.await;
+    if !stopped_already {
+        shutdown.await;
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     // Open client connections (gRPC keeps them alive) must not hold the daemon up forever.
