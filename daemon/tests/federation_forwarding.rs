@@ -10,7 +10,7 @@ use support::*;
 
 #[test]
 fn provenance_follows_a_file_from_node_to_node() {
-    let cluster = Cluster::start(NODES, &["--m2m-timeout-ms", "2000"]);
+    let cluster = Cluster::start(NODES, &["--m2m-timeout-ms", "2000", "--m2m-cache-ttl-ms", "600000"]);
     let (a, b, c) = (cluster.daemon("node-a"), cluster.daemon("node-b"), cluster.daemon("node-c"));
     let original = a.path("original.txt");
     let at_b = b.path("from-a.txt");
@@ -44,12 +44,23 @@ fn provenance_follows_a_file_from_node_to_node() {
         "{prov:?}"
     );
 
-    // Both sides audited the remote decisions: node-b recorded the flow from node-a, and
-    // node-a answered node-b's and node-c's questions about its file.
+    // Both sides audited the remote decisions. Each sender wrote its 19-byte file to its
+    // stream in one write: node-b recorded one flow from node-a, node-c one from node-b.
+    // node-a, the owner, was asked once for each flow of data derived from its file: on
+    // node-b the receiver's read of the stream and its write of from-a.txt, the
+    // forwarder's read of it and its write to the stream to node-c; on node-c the
+    // receiver's read and write. Six flows with six different destinations, so no answer
+    // could be reused for another (and the long cache TTL keeps a slow machine from
+    // asking again for a repeated flow, such as a read at end of stream).
     let kinds = |node: &str, kind: &str| cluster.audit(node).into_iter().filter(|r| r["kind"] == kind).count();
-    assert!(kinds("node-b", "remote_flow") >= 1);
-    assert!(kinds("node-c", "remote_flow") >= 1);
-    assert!(kinds("node-a", "remote_check") >= 1);
+    assert_eq!(kinds("node-b", "remote_flow"), 1);
+    assert_eq!(kinds("node-c", "remote_flow"), 1);
+    let checks: Vec<serde_json::Value> =
+        cluster.audit("node-a").into_iter().filter(|r| r["kind"] == "remote_check").collect();
+    assert_eq!(checks.len(), 6, "{checks:#?}");
+    let asked_by = |node: &str| checks.iter().filter(|r| r["reason"] == format!("asked by {node}")).count();
+    assert_eq!((asked_by("node-b"), asked_by("node-c")), (4, 2), "{checks:#?}");
+    assert!(checks.iter().all(|r| r["result"] == "granted"), "{checks:#?}");
 }
 
 #[test]

@@ -205,24 +205,7 @@ pub fn file_id(path: &std::path::Path) -> String {
 
 /// The `trace2e-duplex` example binary (built on demand).
 pub fn duplex_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-            let bin = profile_dir.join("examples").join("trace2e-duplex");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args(["build", "-p", "trace2e-daemon", "--example", "trace2e-duplex"]);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build for trace2e-duplex");
-            assert!(status.success(), "building trace2e-duplex failed");
-            assert!(bin.exists(), "{} missing after build", bin.display());
-            bin
-        })
-        .clone()
+    example_bin("trace2e-duplex")
 }
 
 /// A CA and one certificate per node in `names` (`deploy/gen-certs.sh`, which needs the

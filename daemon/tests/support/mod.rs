@@ -162,6 +162,25 @@ pub fn wait_timeout(child: &mut Child) -> Option<std::process::ExitStatus> {
     }
 }
 
+/// Accepts one connection on `listener` within [`PATIENCE`]; panics otherwise.
+pub fn accept_timeout(listener: &std::net::TcpListener) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no connection on {:?} within {PATIENCE:?}", listener.local_addr());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
 /// Runs a command to completion within [`PATIENCE`] (killed and failed otherwise).
 pub fn run(mut cmd: Command) -> Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
@@ -226,6 +245,36 @@ pub fn proc_bin() -> PathBuf {
             bin
         })
         .clone()
+}
+
+/// An example binary of this package (`daemon/examples/NAME.rs`), built on demand once
+/// per test process.
+pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
+        return bin.clone();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = profile_dir.join("examples").join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "trace2e-daemon", "--example", name]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().unwrap_or_else(|e| panic!("run cargo build for {name}: {e}"));
+    assert!(status.success(), "building {name} failed");
+    assert!(bin.exists(), "{} missing after build", bin.display());
+    built.push((name.to_owned(), bin.clone()));
+    bin
+}
+
+/// The `trace2e-test-child` example: the tests' client processes that misbehave on
+/// purpose (hold a grant, go quiet).
+pub fn child_bin() -> PathBuf {
+    example_bin("trace2e-test-child")
 }
 
 pub fn stderr(out: &Output) -> String {
