@@ -76,10 +76,10 @@ pub fn start(mut cmd: Command, log: &Path, patience: Duration) -> Result<Running
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line.starts_with(READY) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(Some(line));
-                }
+            if line.starts_with(READY)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(Some(line));
             }
         }
         if let Some(tx) = tx {
