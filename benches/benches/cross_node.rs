@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Throughput};
 use trace2e_benches::daemon::binary;
@@ -25,45 +25,29 @@ use trace2e_benches::{MEASUREMENT, SAMPLES};
 
 const SIZE: usize = 64;
 
-/// A federated `trace2ed` (killed on drop; its directory goes with it).
+/// A federated `trace2ed` (stopped on drop; its directory goes with it).
 struct Node {
+    /// Declared before `dir`: the daemon stops before its directory is removed.
+    _running: trace2e_daemon::launch::Running,
     dir: tempfile::TempDir,
-    child: Child,
 }
 
 impl Node {
     fn start(name: &str, ip: &str, m2m: u16, peer: &str) -> Node {
         let dir = tempfile::Builder::new().prefix("trace2e-bench-").tempdir().unwrap();
-        let child = Command::new(binary("trace2e-daemon", "trace2ed").unwrap())
-            .args(["--node", name, "--address", ip, "--m2m-listen", &format!("{ip}:{m2m}"), "--peer", peer])
+        let mut cmd = Command::new(binary("trace2e-daemon", "trace2ed").unwrap());
+        cmd.args(["--node", name, "--address", ip, "--m2m-listen", &format!("{ip}:{m2m}"), "--peer", peer])
             .arg("--p2m-socket")
             .arg(dir.path().join("p2m.sock"))
             .arg("--o2m-socket")
-            .arg(dir.path().join("o2m.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("trace2ed.log")).unwrap()))
-            .spawn()
-            .unwrap();
-        let node = Node { dir, child };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr: SocketAddr = format!("{ip}:{m2m}").parse().unwrap();
-        while !(node.p2m().exists() && std::net::TcpStream::connect(addr).is_ok()) {
-            assert!(Instant::now() < deadline, "{name} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        node
+            .arg(dir.path().join("o2m.sock"));
+        let running = trace2e_daemon::launch::start(cmd, &dir.path().join("trace2ed.log"), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        Node { _running: running, dir }
     }
 
     fn p2m(&self) -> PathBuf {
         self.dir.path().join("p2m.sock")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,9 +6,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use trace2e_daemon::launch::{self, Running};
 
 use crate::placement::CpuSet;
 
@@ -30,14 +32,15 @@ pub struct DaemonOptions {
 /// A running `trace2ed`, stopped (SIGTERM, then SIGKILL) on drop.
 #[derive(Debug)]
 pub struct Daemon {
+    /// Declared before `dir`: the daemon stops before its directory is removed.
+    running: Running,
     dir: tempfile::TempDir,
     p2m: PathBuf,
     o2m: PathBuf,
-    child: Child,
 }
 
 impl Daemon {
-    /// Starts a daemon and waits until both its sockets accept connections.
+    /// Starts a daemon and waits until it serves ([`launch::start`]: its readiness line).
     pub fn start(options: &DaemonOptions) -> io::Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("trace2e-bench-").tempdir()?;
         let p2m = dir.path().join("p2m.sock");
@@ -49,38 +52,17 @@ impl Daemon {
             .arg("--o2m-socket")
             .arg(&o2m)
             .args(&options.args)
-            .envs(options.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("trace2ed.log"))?));
+            .envs(options.env.iter().map(|(k, v)| (k, v)));
         if let Some(cpus) = options.cpus {
             cpus.apply_before_exec(&mut cmd);
         }
-        let child = cmd.spawn()?;
-        let daemon = Daemon { dir, p2m, o2m, child };
-        daemon.wait_ready()?;
-        Ok(daemon)
-    }
-
-    fn wait_ready(&self) -> io::Result<()> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            // The daemon binds all its sockets before it serves any. The P2M socket's type
-            // depends on the transports (stream for gRPC, seqpacket for the shm handshake),
-            // so only its existence is checked; the O2M socket is a gRPC stream socket.
-            if self.p2m.exists() && std::os::unix::net::UnixStream::connect(&self.o2m).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::other(format!("trace2ed did not start; log:\n{}", self.log())));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let running = launch::start(cmd, &dir.path().join("trace2ed.log"), PATIENCE).map_err(io::Error::other)?;
+        Ok(Daemon { running, dir, p2m, o2m })
     }
 
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.running.pid()
     }
 
     /// The P2M socket (what `TRACE2E_SOCKET` names).
@@ -109,7 +91,7 @@ impl Daemon {
 
     /// The daemon's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("trace2ed.log")).unwrap_or_default()
+        self.running.stderr()
     }
 
     /// Runs the operator CLI against this daemon with `--format json` and parses its output.
@@ -128,25 +110,6 @@ impl Daemon {
             )));
         }
         serde_json::from_slice(&out.stdout).map_err(io::Error::other)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) on our own child's pid, which is not reaped yet (try_wait
-            // returned None), so the pid cannot have been reused.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + PATIENCE;
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if let Ok(None) = self.child.try_wait() {
-                eprintln!("trace2ed did not stop on SIGTERM; killing it");
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
     }
 }
 

@@ -149,9 +149,28 @@ pub async fn run_until(
         .serve_with_incoming_shutdown(UnixListenerStream::new(o2m_listener), stopped(stop_rx.clone()));
     let p2m = tokio::spawn(p2m);
     let o2m = tokio::spawn(o2m);
+    let m2m_bound = m2m_listener.as_ref().and_then(|l| l.local_addr().ok());
     let m2m = m2m_listener.map(|listener| {
         tokio::spawn(federation::serve(Arc::clone(&engine), listener, tls.clone(), stopped(stop_rx.clone())))
     });
+    // Poll the shutdown future once before saying we are ready: `termination()` installs
+    // its signal handlers when first polled, and a SIGTERM sent before that would kill the
+    // daemon without the clean stop (sockets left behind).
+    let mut shutdown = std::pin::pin!(shutdown);
+    let stopped_already = tokio::select! {
+        biased;
+        () = &mut shutdown => true,
+        () = std::future::ready(()) => false,
+    };
+    // Every socket is bound and served: connections made from now on are answered. The
+    // launcher (`launch::start`) waits for this line.
+    {
+        use std::io::Write as _;
+        let m2m_addr = m2m_bound.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{} node={} m2m={m2m_addr}", crate::launch::READY, engine.node());
+        let _ = out.flush();
+    }
     if m2m.is_some() {
         // Peers drop what they reused from an earlier run of this node (its labels are new).
         tokio::spawn(engine.announce_policy_change());
@@ -177,7 +196,9 @@ pub async fn run_until(
         })
     };
 
-    shutdown.await;
+    if !stopped_already {
+        shutdown.await;
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     // Open client connections (gRPC keeps them alive) must not hold the daemon up forever.

@@ -6,8 +6,8 @@
 //! found next to the running `trace2e`, and fails if any step does not turn out as told.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// Arguments of `trace2e demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,7 +24,8 @@ struct Demo {
     bin_dir: PathBuf,
     p2m: PathBuf,
     o2m: PathBuf,
-    daemon: Child,
+    /// Stopped when the demo is dropped.
+    _daemon: crate::launch::Running,
 }
 
 impl Demo {
@@ -42,34 +43,15 @@ impl Demo {
         }
         let p2m = dir.join("p2m.sock");
         let o2m = dir.join("o2m.sock");
-        let log = std::fs::File::create(dir.join("trace2ed.log"))?;
-        let daemon = Command::new(bin_dir.join("trace2ed"))
-            .args(["--node", "demo-node", "--address", "127.0.0.1"])
+        let mut cmd = Command::new(bin_dir.join("trace2ed"));
+        cmd.args(["--node", "demo-node", "--address", "127.0.0.1"])
             .arg("--p2m-socket")
             .arg(&p2m)
             .arg("--o2m-socket")
             .arg(&o2m)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        let mut demo = Self { dir, bin_dir, p2m, o2m, daemon };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // The P2M socket is SOCK_SEQPACKET (the shared-memory handshake): wait for it to
-        // exist, and for the O2M socket to accept.
-        while !demo.p2m.exists() || std::os::unix::net::UnixStream::connect(&demo.o2m).is_err() {
-            if let Some(status) = demo.daemon.try_wait()? {
-                return Err(
-                    format!("trace2ed exited ({status}); see {}", demo.dir.join("trace2ed.log").display()).into()
-                );
-            }
-            if Instant::now() > deadline {
-                return Err("trace2ed did not start within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(demo)
+            .env("RUST_LOG", "warn");
+        let daemon = crate::launch::start(cmd, &dir.join("trace2ed.log"), Duration::from_secs(30))?;
+        Ok(Self { dir, bin_dir, p2m, o2m, _daemon: daemon })
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -116,24 +98,6 @@ impl Demo {
             return Err(format!("trace2e {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)).into());
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn stop(&mut self) {
-        if let Some(pid) = i32::try_from(self.daemon.id()).ok().and_then(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -184,9 +148,10 @@ pub async fn run(args: &DemoArgs) -> DemoResult<()> {
     let result = tokio::task::spawn_blocking({
         let tmp = tmp.clone();
         move || -> Result<(), String> {
-            let mut demo = Demo::start(tmp).map_err(|e| e.to_string())?;
+            let demo = Demo::start(tmp).map_err(|e| e.to_string())?;
             let r = story(&demo).map_err(|e| e.to_string());
-            demo.stop();
+            // Stops the daemon before its directory is removed.
+            drop(demo);
             r
         }
     })

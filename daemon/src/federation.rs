@@ -14,8 +14,12 @@
 //! each node binds its outgoing M2M connections to its `--m2m-listen` address when that
 //! is a specific address. With TLS (`--m2m-tls-*`), both ends present certificates
 //! signed by the shared CA, and a node's certificate must name the node (DNS name =
-//! node name): the client checks it, so a peer cannot be impersonated by another holder
-//! of a CA-signed certificate on the server side.
+//! node name). Both sides check that name: the client checks the server's (tonic's
+//! domain name check), and the server checks that the client's certificate names the
+//! node the request claims to come from ([`M2mService`], refused with
+//! `PermissionDenied` and a warning naming the claim and the certificate's names), so
+//! no holder of a CA-signed certificate can speak for another node. The address check
+//! applies with and without TLS.
 //!
 //! # Deadlines
 //!
@@ -342,11 +346,15 @@ impl Federation for Peers {
 #[derive(Debug, Clone)]
 pub struct M2mService {
     engine: Arc<Engine>,
+    /// Callers connect over mutual TLS: each must present a certificate naming the node
+    /// its requests claim to be.
+    tls: bool,
 }
 
-/// The M2M gRPC server, with the message size limits applied.
-pub fn server(engine: Arc<Engine>) -> M2mServer<M2mService> {
-    M2mServer::new(M2mService { engine })
+/// The M2M gRPC server, with the message size limits applied; `tls` says whether it is
+/// served over mutual TLS (then a caller's certificate must name the caller).
+pub fn server(engine: Arc<Engine>, tls: bool) -> M2mServer<M2mService> {
+    M2mServer::new(M2mService { engine, tls })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -387,8 +395,34 @@ impl M2mService {
                 )));
             }
         }
+        if self.tls {
+            let names = request.peer_certs().map(|certs| certificate_names(&certs)).unwrap_or_default();
+            if !names.iter().any(|n| n == node.as_str()) {
+                tracing::warn!(claimed = %node, certificate_names = ?names, "M2M caller's certificate does not name the node it claims to be; refused");
+                return Err(Status::permission_denied(format!(
+                    "a caller claiming to be node {node} must present a certificate naming it (DNS name {node}); its certificate names {names:?}"
+                )));
+            }
+        }
         Ok(node)
     }
+}
+
+/// The DNS names (subject alternative names) of the leaf certificate, the first of
+/// `certs`; empty when it cannot be parsed (a caller is then refused, never trusted).
+fn certificate_names(certs: &[tonic::transport::CertificateDer<'static>]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Some(leaf) = certs.first() else { return Vec::new() };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -492,11 +526,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    let with_tls = tls.is_some();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls.server())?;
     }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    builder.add_service(server(engine)).serve_with_incoming_shutdown(incoming, shutdown).await
+    builder.add_service(server(engine, with_tls)).serve_with_incoming_shutdown(incoming, shutdown).await
 }
 
 #[cfg(test)]
@@ -509,7 +544,7 @@ mod tests {
         let node = |n: &str| NodeId::new(n).unwrap();
         let topology = Topology::new(node("node-a"), vec!["10.0.0.1".parse().unwrap()])
             .with_peer(node("node-b"), vec!["10.0.0.2".parse().unwrap()]);
-        M2mService { engine: Arc::new(Engine::new(EngineConfig::new(topology))) }
+        M2mService { engine: Arc::new(Engine::new(EngineConfig::new(topology))), tls: false }
     }
 
     fn code<T: std::fmt::Debug>(r: Result<Response<T>, Status>) -> Code {

@@ -35,6 +35,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod federation;
+pub mod launch;
 pub mod operator;
 pub mod p2m;
 pub mod process;

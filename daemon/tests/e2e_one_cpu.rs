@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::time::Duration;
 
 use support::*;
@@ -16,47 +15,18 @@ const READS: usize = 2_000;
 /// channel thread polls for the first.
 const THREADS: usize = 2;
 
-/// Child mode: `THREADS` threads each read their own file `READS` times through
-/// `trace2e_io`, then we print a line and wait to be killed.
-#[test]
-fn child_read_many() {
-    let Ok(dir) = std::env::var("T2E_CHILD_ONE_CPU_DIR") else {
-        return; // not running as the child
-    };
-    let threads: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let path = std::path::Path::new(&dir).join(format!("in{t}.txt"));
-            std::thread::spawn(move || {
-                use std::io::{Read, Seek};
-                let mut file = trace2e_io::fs::File::open(&path).unwrap();
-                let mut buf = [0u8; 64];
-                for _ in 0..READS {
-                    file.rewind().unwrap();
-                    assert_eq!(file.read(&mut buf).unwrap(), 64);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    println!("done {}", READS * THREADS);
-    std::io::stdout().flush().unwrap();
-    std::thread::sleep(Duration::from_secs(600));
-}
-
 #[test]
 fn every_read_is_mediated_and_recorded_with_daemon_and_client_on_one_cpu() {
     let d = Daemon::start_with("node-a", &["127.0.0.2"], &[], |cmd| pin_before_exec(cmd, 0));
     for t in 0..THREADS {
         std::fs::write(d.path(&format!("in{t}.txt")), [b'x'; 64]).unwrap();
     }
-    let mut child_cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    child_cmd
-        .args(["--exact", "child_read_many", "--nocapture", "--test-threads", "1"])
-        .env("T2E_CHILD_ONE_CPU_DIR", d.dir.path())
-        .env("TRACE2E_SOCKET", &d.p2m)
-        .env_remove("TRACE2E_TRANSPORT");
+    // THREADS threads each read their own file READS times through trace2e-io, then the
+    // child prints a line and waits to be killed.
+    let mut child_cmd = d.proc_cmd_with(
+        &child_bin(),
+        &["read-many", d.dir.path().to_str().unwrap(), &THREADS.to_string(), &READS.to_string()],
+    );
     pin_before_exec(&mut child_cmd, 0);
     let (mut child, line) = spawn_until_line_containing(child_cmd, "done ");
     assert!(line.ends_with(&format!("done {}", READS * THREADS)), "{line}");

@@ -14,15 +14,16 @@ const ROUNDS: &str = "40";
 
 #[test]
 fn a_busy_two_way_stream_ends_with_exactly_the_union_of_provenance() {
-    let cluster = Cluster::start(&[("node-a", "127.0.0.2"), ("node-b", "127.0.0.3")], &[]);
+    let cluster = Cluster::start(&NODES[..2], &[]);
     let (a, b) = (cluster.daemon("node-a"), cluster.daemon("node-b"));
     let (a_in, a_out, b_in, b_out) = (a.path("a-in.txt"), a.path("a-out.txt"), b.path("b-in.txt"), b.path("b-out.txt"));
     std::fs::write(&a_in, b"from a").unwrap();
     std::fs::write(&b_in, b"from b").unwrap();
 
     let spec = |i: &std::path::Path, o: &std::path::Path| format!("rounds={ROUNDS}:{}:{}", i.display(), o.display());
+    let listen_on = format!("{}:0", cluster.ip("node-b"));
     let (listener, line) =
-        spawn_until_line(cluster.duplex_cmd("node-b", &["listen", "127.0.0.3:0", &spec(&b_in, &b_out)]));
+        spawn_until_line(cluster.duplex_cmd("node-b", &["listen", &listen_on, &spec(&b_in, &b_out)]));
     let addr = line.strip_prefix("listening on ").unwrap().to_owned();
     // Meanwhile, each node also copies its input file locally, over and over.
     let copier = |node: &'static str, from: std::path::PathBuf, to: std::path::PathBuf| {
@@ -61,8 +62,8 @@ fn a_busy_two_way_stream_ends_with_exactly_the_union_of_provenance() {
     let count = |prefix: &str, node: &str| prov_a.iter().filter(|r| r.starts_with(prefix) && r.ends_with(node)).count();
     assert_eq!(count("process://", "@node-a"), 1, "{prov_a:?}");
     assert_eq!(count("process://", "@node-b"), 1, "{prov_a:?}");
-    assert_eq!(count("tcp://127.0.0.2:", "@node-a"), 1, "{prov_a:?}");
-    assert_eq!(count("tcp://127.0.0.3:", "@node-b"), 1, "{prov_a:?}");
+    assert_eq!(count(&format!("tcp://{}:", cluster.ip("node-a")), "@node-a"), 1, "{prov_a:?}");
+    assert_eq!(count(&format!("tcp://{}:", cluster.ip("node-b")), "@node-b"), 1, "{prov_a:?}");
     assert_eq!(prov_a.len(), 6, "{prov_a:?}");
     for node in ["node-a", "node-b"] {
         let status = cluster.daemon(node).cli_json(&["status", "--format", "json"]);

@@ -55,7 +55,10 @@ fn a_secret_original_stops_its_remote_copies_until_it_is_public_again() {
     // The owner audited its refusal.
     let refusals =
         cluster.audit("node-a").into_iter().filter(|r| r["kind"] == "remote_check" && r["result"] == "denied").count();
-    assert!(refusals >= 2, "node-a answered node-b's and node-c's questions");
+    // Three flows were denied since the policy change (node-c to node-b, node-c to the
+    // external peer, node-b to the external peer), each stopped at its first I/O of
+    // node-a's data after one question to node-a.
+    assert_eq!(refusals, 3, "node-a answered node-c's two questions and node-b's one");
 
     // Public again: the flow is allowed.
     cluster.cli_ok("node-a", &["policy", "set", original.to_str().unwrap(), "--confidentiality", "public"]);

@@ -28,7 +28,8 @@ fn nothing_derived_from_a_deleted_original_flows_anywhere() {
     // A process on node-b that already holds data derived from the original, and waits to
     // send it to node-c.
     let (loaded, go) = (b.path("loaded"), b.path("go"));
-    let mut holder = cluster.duplex_cmd("node-b", &["listen", "127.0.0.3:0", &format!("load={}", at_b.display())]);
+    let mut holder = cluster
+        .duplex_cmd("node-b", &["listen", &format!("{}:0", cluster.ip("node-b")), &format!("load={}", at_b.display())]);
     holder.args([format!("touch={}", loaded.display()), format!("wait={}", go.display()), "put".into()]);
     let (holder, line) = spawn_until_line(holder);
     let addr = line.strip_prefix("listening on ").unwrap().to_owned();

@@ -84,7 +84,12 @@ fn a_denied_write_to_a_remote_stream_leaves_nothing_reserved() {
     std::fs::write(&reply, b"ack").unwrap();
     let listen = cluster.duplex_cmd(
         "node-b",
-        &["listen", "127.0.0.3:0", &format!("recv={}", inbox.display()), &format!("send={}", reply.display())],
+        &[
+            "listen",
+            &format!("{}:0", cluster.ip("node-b")),
+            &format!("recv={}", inbox.display()),
+            &format!("send={}", reply.display()),
+        ],
     );
     let (listener, line) = spawn_until_line(listen);
     let addr = line.strip_prefix("listening on ").unwrap().to_owned();

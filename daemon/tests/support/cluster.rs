@@ -1,17 +1,38 @@
-//! Several `trace2ed` on one host, federated over M2M: each node owns a loopback address
-//! (127.0.0.2, 127.0.0.3, ...), serves M2M on a free port of it, and lists the others as
-//! peers. Its processes get `TRACE2E_BIND_ADDR` so that their connections leave from
-//! their node's address.
-
+//! Several `trace2ed` on one host, federated over M2M: each node owns a loopback address,
+//! serves M2M on it, and lists the others as peers. Its processes get `TRACE2E_BIND_ADDR`
+//! so that their connections leave from their node's address.
+//!
+//! Ports cannot be chosen by the kernel (peers must know each other's endpoints when
+//! they start), and picking a free port, releasing it and binding it later races with
+//! every other socket of the machine. Instead every cluster gets loopback addresses of
+//! its own (127.0.0.0/8 is all loopback on Linux): `127.A.B.N` with `A` from this test
+//! process's pid, `B` a counter of clusters in this process, `N` the node. On its own
+//! address each node serves M2M on the fixed port [`M2M_PORT`], below the kernel's
+//! ephemeral range (32768–60999), so no socket bound to port 0 can take it and no other
+//! cluster uses that address.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
 
 use super::*;
 
-/// The three nodes of the federation scenarios, each owning a loopback address.
-pub const NODES: &[(&str, &str)] = &[("node-a", "127.0.0.2"), ("node-b", "127.0.0.3"), ("node-c", "127.0.0.4")];
+/// The three nodes of the federation scenarios (each [`Cluster`] gives them addresses).
+pub const NODES: &[&str] = &["node-a", "node-b", "node-c"];
+
+/// The M2M port of every node, on its own address.
+pub const M2M_PORT: u16 = 7100;
+
+/// The addresses of a new cluster's nodes (`count` of them), used by no other cluster of
+/// this process and, with different pids, of another test process.
+fn cluster_addresses(count: usize) -> Vec<String> {
+    static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let cluster = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    assert!(cluster < 256, "more than 255 clusters in one test process: no addresses left");
+    assert!(count < 250, "too many nodes in one cluster");
+    // Not 127.0.x.x, which the single-daemon tests and the documentation use.
+    let process = 16 + std::process::id() % 200;
+    (0..count).map(|n| format!("127.{process}.{cluster}.{}", n + 2)).collect()
+}
 
 /// One node of a [`Cluster`].
 pub struct Node {
@@ -31,41 +52,29 @@ pub struct Cluster {
     own: BTreeMap<String, Vec<String>>,
 }
 
-/// A free TCP port on `ip` (bound, read, released).
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
 impl Cluster {
-    /// Starts one daemon per `(name, ip)`, each a peer of all the others, with `extra`
-    /// flags for all (e.g. short timeouts).
-    pub fn start(nodes: &[(&str, &str)], extra: &[&str]) -> Self {
+    /// Starts one daemon per node name, each on an address of its own and a peer of all
+    /// the others, with `extra` flags for all (e.g. short timeouts).
+    pub fn start(nodes: &[&str], extra: &[&str]) -> Self {
         Self::start_with(nodes, extra, |_| Vec::new())
     }
 
     /// As [`Cluster::start`], with flags for each node from `own(name)`.
-    pub fn start_with(nodes: &[(&str, &str)], extra: &[&str], own: impl Fn(&str) -> Vec<String>) -> Self {
+    pub fn start_with(nodes: &[&str], extra: &[&str], own: impl Fn(&str) -> Vec<String>) -> Self {
         let nodes: BTreeMap<String, Node> = nodes
             .iter()
+            .zip(cluster_addresses(nodes.len()))
             .map(|(name, ip)| {
-                let node = Node {
-                    name: name.to_string(),
-                    ip: ip.to_string(),
-                    m2m_port: free_port(ip),
-                    daemon: None,
-                    dead: vec![],
-                };
+                let node = Node { name: name.to_string(), ip, m2m_port: M2M_PORT, daemon: None, dead: vec![] };
                 (name.to_string(), node)
             })
             .collect();
         let own = nodes.keys().map(|n: &String| (n.clone(), own(n))).collect();
         let mut cluster = Self { nodes, extra: extra.iter().map(ToString::to_string).collect(), own };
         let names: Vec<String> = cluster.nodes.keys().cloned().collect();
+        // Each is ready (its M2M listener bound) when started; peers connect lazily.
         for name in &names {
             cluster.launch(name);
-        }
-        for name in &names {
-            cluster.wait_m2m(name);
         }
         cluster
     }
@@ -87,19 +96,15 @@ impl Cluster {
         self.nodes.get_mut(name).unwrap().daemon = Some(daemon);
     }
 
-    fn wait_m2m(&self, name: &str) {
-        let node = &self.nodes[name];
-        let deadline = Instant::now() + PATIENCE;
-        let addr: std::net::SocketAddr = format!("{}:{}", node.ip, node.m2m_port).parse().unwrap();
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            assert!(Instant::now() < deadline, "{name} does not serve M2M; log:\n{}", self.daemon(name).log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// The running daemon of `name`.
     pub fn daemon(&self, name: &str) -> &Daemon {
         self.nodes[name].daemon.as_ref().unwrap_or_else(|| panic!("{name} is not running"))
+    }
+
+    /// The M2M endpoint `name` serves (`IP:PORT`).
+    pub fn m2m_endpoint(&self, name: &str) -> std::net::SocketAddr {
+        let node = &self.nodes[name];
+        format!("{}:{}", node.ip, node.m2m_port).parse().unwrap()
     }
 
     /// The address `name` owns.
@@ -111,8 +116,7 @@ impl Cluster {
     pub fn kill(&mut self, name: &str) {
         let node = self.nodes.get_mut(name).unwrap();
         let mut daemon = node.daemon.take().unwrap();
-        let _ = daemon.child.kill();
-        let _ = daemon.child.wait();
+        daemon.kill();
         node.dead.push(daemon);
     }
 
@@ -120,7 +124,6 @@ impl Cluster {
     pub fn restart(&mut self, name: &str) {
         assert!(self.nodes[name].daemon.is_none(), "{name} is running");
         self.launch(name);
-        self.wait_m2m(name);
     }
 
     /// A `trace2e-proc` command on `node` (connections leave from its address).
@@ -202,29 +205,36 @@ pub fn file_id(path: &std::path::Path) -> String {
 
 /// The `trace2e-duplex` example binary (built on demand).
 pub fn duplex_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-            let bin = profile_dir.join("examples").join("trace2e-duplex");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args(["build", "-p", "trace2e-daemon", "--example", "trace2e-duplex"]);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build for trace2e-duplex");
-            assert!(status.success(), "building trace2e-duplex failed");
-            assert!(bin.exists(), "{} missing after build", bin.display());
-            bin
-        })
-        .clone()
+    example_bin("trace2e-duplex")
 }
 
-impl Daemon {
-    /// The daemon's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
+/// A CA and one certificate per node in `names` (`deploy/gen-certs.sh`, which needs the
+/// openssl CLI). Fails, never skips, when the certificates cannot be made: the TLS tests
+/// must run (`.ci/run` installs openssl).
+pub fn make_certificates(names: &[&str]) -> tempfile::TempDir {
+    let certs = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/gen-certs.sh");
+    let mut cmd = Command::new("sh");
+    cmd.arg(script).arg(certs.path()).args(names);
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "cannot generate certificates with deploy/gen-certs.sh (is the openssl CLI installed? \
+         `apt-get install openssl`): {}",
+        stderr(&out)
+    );
+    certs
+}
+
+/// The `--m2m-tls-*` flags of node `name`, with certificates from [`make_certificates`].
+pub fn tls_flags(dir: &Path, name: &str) -> Vec<String> {
+    let file = |f: String| dir.join(f).to_str().unwrap().to_owned();
+    vec![
+        "--m2m-tls-cert".into(),
+        file(format!("{name}.pem")),
+        "--m2m-tls-key".into(),
+        file(format!("{name}.key")),
+        "--m2m-tls-ca".into(),
+        file("ca.pem".into()),
+    ]
 }

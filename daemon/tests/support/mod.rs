@@ -12,8 +12,11 @@ use trace2e_proto::pb::o2m::o2m_client::O2mClient;
 /// Generous bound for anything a loaded 2-core machine does in a test; only a hang hits it.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A running `trace2ed`, stopped (SIGTERM) on drop.
+/// A running `trace2ed` ([`trace2e_daemon::launch`]: ready when it printed its readiness
+/// line), stopped (SIGTERM) on drop.
 pub struct Daemon {
+    /// Declared before `dir`: the daemon stops before its directory is removed.
+    running: trace2e_daemon::launch::Running,
     pub dir: tempfile::TempDir,
     /// P2M socket (shared-memory handshake; what `TRACE2E_SOCKET` names).
     pub p2m: PathBuf,
@@ -21,7 +24,6 @@ pub struct Daemon {
     pub p2m_grpc: PathBuf,
     pub o2m: PathBuf,
     pub node: String,
-    child: Child,
 }
 
 impl Daemon {
@@ -42,33 +44,17 @@ impl Daemon {
         }
         cmd.args(extra);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-        cmd.stdout(Stdio::null()).stderr(Stdio::from(std::fs::File::create(dir.path().join("trace2ed.log")).unwrap()));
         prepare(&mut cmd);
-        let child = cmd.spawn().expect("spawn trace2ed");
+        let running = trace2e_daemon::launch::start(cmd, &dir.path().join("trace2ed.log"), PATIENCE)
+            .unwrap_or_else(|e| panic!("{node}: {e}"));
         let mut p2m_grpc = p2m.clone().into_os_string();
         p2m_grpc.push(".grpc");
-        let daemon = Self { dir, p2m, p2m_grpc: p2m_grpc.into(), o2m, node: node.into(), child };
-        daemon.wait_ready();
-        daemon
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if self.p2m.exists()
-                && std::os::unix::net::UnixStream::connect(&self.p2m_grpc).is_ok()
-                && std::os::unix::net::UnixStream::connect(&self.o2m).is_ok()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "trace2ed did not start; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Self { running, dir, p2m, p2m_grpc: p2m_grpc.into(), o2m, node: node.into() }
     }
 
     /// The daemon's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("trace2ed.log")).unwrap_or_default()
+        self.running.stderr()
     }
 
     /// A path inside the daemon's temporary directory (canonical).
@@ -115,16 +101,22 @@ impl Daemon {
 
     /// Whether the daemon process is still running.
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.running.alive()
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
-            rustix::process::Signal::TERM,
-        );
-        wait_timeout(&mut self.child).expect("trace2ed did not stop on SIGTERM")
+        self.running.stop().unwrap().expect("trace2ed did not stop on SIGTERM")
+    }
+
+    /// Kills it (SIGKILL: no clean shutdown).
+    pub fn kill(&mut self) {
+        self.running.kill().unwrap();
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.running.pid()
     }
 }
 
@@ -157,6 +149,25 @@ pub fn wait_timeout(child: &mut Child) -> Option<std::process::ExitStatus> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Accepts one connection on `listener` within [`PATIENCE`]; panics otherwise.
+pub fn accept_timeout(listener: &std::net::TcpListener) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no connection on {:?} within {PATIENCE:?}", listener.local_addr());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
     }
 }
 
@@ -224,6 +235,36 @@ pub fn proc_bin() -> PathBuf {
             bin
         })
         .clone()
+}
+
+/// An example binary of this package (`daemon/examples/NAME.rs`), built on demand once
+/// per test process.
+pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
+        return bin.clone();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = profile_dir.join("examples").join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "trace2e-daemon", "--example", name]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().unwrap_or_else(|e| panic!("run cargo build for {name}: {e}"));
+    assert!(status.success(), "building {name} failed");
+    assert!(bin.exists(), "{} missing after build", bin.display());
+    built.push((name.to_owned(), bin.clone()));
+    bin
+}
+
+/// The `trace2e-test-child` example: the tests' client processes that misbehave on
+/// purpose (hold a grant, go quiet).
+pub fn child_bin() -> PathBuf {
+    example_bin("trace2e-test-child")
 }
 
 pub fn stderr(out: &Output) -> String {

@@ -1,0 +1,119 @@
+//! `trace2e-test-child`: the client processes of the daemon's end-to-end tests that do
+//! something no real tool does (hold a grant without reporting, go quiet after an I/O).
+//! Only the tests run it; it is an example so that the test harness never lists these
+//! modes as tests of their own.
+//!
+//! ```text
+//! trace2e-test-child hold-grant P2M_GRPC_SOCKET FILE
+//!     enroll FILE for writing over P2M gRPC, obtain a grant, print `granted GRANT`, and never
+//!     report (wait to be killed)
+//! trace2e-test-child read-then-wait FILE
+//!     one mediated read of FILE through trace2e-io (TRACE2E_SOCKET), print `read N`,
+//!     then wait to be killed without touching the daemon again
+//! trace2e-test-child read-many DIR THREADS READS
+//!     THREADS threads, thread t reading its 64-byte DIR/in<t>.txt READS times through
+//!     trace2e-io, print `done THREADS*READS`, then wait to be killed
+//! ```
+//!
+//! Exit status 2 on bad arguments, 1 (with a message) when a step fails.
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use trace2e_proto::pb::p2m::{self, p2m_client::P2mClient};
+
+/// Longer than any test waits: the test kills the child before.
+const FOREVER: Duration = Duration::from_secs(600);
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args[..] {
+        ["hold-grant", socket, file] => hold_grant(socket, file),
+        ["read-then-wait", file] => read_then_wait(file),
+        ["read-many", dir, threads, reads] => match (threads.parse(), reads.parse()) {
+            (Ok(threads), Ok(reads)) => read_many(dir, threads, reads),
+            _ => Err("THREADS and READS are numbers".into()),
+        },
+        _ => {
+            eprintln!("usage: see the doc of daemon/examples/trace2e-test-child.rs");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trace2e-test-child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn announce(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn hold_grant(socket: &str, path: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        // tonic connects to `unix:` endpoints itself.
+        let channel = tonic::transport::Endpoint::from_shared(format!("unix://{socket}"))?.connect().await?;
+        let mut client = P2mClient::new(channel);
+        let fd = file.as_raw_fd();
+        let target = p2m::enroll_request::Target::File(p2m::FileTarget { path: path.to_owned() });
+        client.enroll(p2m::EnrollRequest { fd, target: Some(target) }).await?;
+        let decision =
+            client.request(p2m::IoRequest { fd, direction: p2m::Direction::Write as i32 }).await?.into_inner();
+        let Some(p2m::io_decision::Decision::Grant(grant)) = decision.decision else {
+            return Err(format!("expected a grant, got {decision:?}").into());
+        };
+        announce(&format!("granted {grant}"))?;
+        tokio::time::sleep(FOREVER).await;
+        // The file stays open (enrolled) until we are killed.
+        drop(file);
+        Ok(())
+    })
+}
+
+fn read_then_wait(path: &str) -> Result<()> {
+    let mut file = trace2e_io::fs::File::open(path)?;
+    let mut buf = [0u8; 64];
+    let n = file.read(&mut buf)?;
+    announce(&format!("read {n}"))?;
+    std::thread::sleep(FOREVER);
+    Ok(())
+}
+
+fn read_many(dir: &str, threads: usize, reads: usize) -> Result<()> {
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let path = std::path::Path::new(dir).join(format!("in{t}.txt"));
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut file = trace2e_io::fs::File::open(&path)?;
+                let mut buf = [0u8; 64];
+                for _ in 0..reads {
+                    file.rewind()?;
+                    let n = file.read(&mut buf)?;
+                    if n != 64 {
+                        return Err(std::io::Error::other(format!("read {n} bytes of {}, not 64", path.display())));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().map_err(|_| "a reader thread panicked")??;
+    }
+    announce(&format!("done {}", threads * reads))?;
+    std::thread::sleep(FOREVER);
+    Ok(())
+}
