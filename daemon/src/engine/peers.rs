@@ -108,14 +108,17 @@ impl Engine {
 
     /// ReleaseDestination: the caller's write was denied or abandoned.
     pub fn remote_release(&self, caller: &NodeId, token: RemoteToken) -> Result<(), EngineError> {
+        drop(self.take_hold(caller, token)?);
+        Ok(())
+    }
+
+    /// The reservation `caller` holds here under `token`, taken out of the table.
+    fn take_hold(&self, caller: &NodeId, token: RemoteToken) -> Result<RemoteHold, EngineError> {
         self.check_peer(caller)?;
-        let hold = self
-            .remote_holds
+        self.remote_holds
             .lock()
             .remove(&(caller.clone(), token))
-            .ok_or(EngineError::UnknownReservation { node: caller.clone(), token })?;
-        drop(hold);
-        Ok(())
+            .ok_or(EngineError::UnknownReservation { node: caller.clone(), token })
     }
 
     /// UpdateProvenance: the caller's write happened (`performed`: merge the provenance
@@ -127,12 +130,7 @@ impl Engine {
         performed: bool,
         bytes: u64,
     ) -> Result<(), EngineError> {
-        self.check_peer(caller)?;
-        let hold = self
-            .remote_holds
-            .lock()
-            .remove(&(caller.clone(), token))
-            .ok_or(EngineError::UnknownReservation { node: caller.clone(), token })?;
+        let hold = self.take_hold(caller, token)?;
         self.end_hold(caller, hold, performed, bytes, AuditKind::RemoteFlow);
         Ok(())
     }
