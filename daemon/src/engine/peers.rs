@@ -1,6 +1,7 @@
 //! The M2M server side: the questions peers ask this node (ReserveDestination,
 //! ReleaseDestination, UpdateProvenance, CheckSources, BroadcastDeletion, PolicyChanged).
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -188,10 +189,6 @@ impl Engine {
         if sources.is_empty() {
             return Err(EngineError::NoSources);
         }
-        let unlabelled: Vec<Label> = {
-            let core = self.core.read();
-            sources.iter().filter(|r| core.state.id(r).is_none()).map(|r| Label::unlabelled(r.clone())).collect()
-        };
         enum Owned {
             Answer(Option<Denial>),
             Wait(crate::consent::ConsentWait, Duration),
@@ -202,16 +199,18 @@ impl Engine {
                 let mut core = self.core.write();
                 let state = &mut core.state;
                 let ids: Vec<Option<LabelId>> = sources.iter().map(|r| state.id(r)).collect();
-                let mut spare = unlabelled.iter();
-                let judged: Vec<(Option<LabelId>, &Label)> = ids
+                // A source without a label is judged as one with the default policy, made
+                // here and never stored.
+                let labels: Vec<Cow<'_, Label>> = ids
                     .iter()
                     .zip(&sources)
                     .map(|(id, r)| match id.and_then(|id| state.label(id)) {
-                        Some(label) => (*id, label),
-                        // Unlabelled when the question came in; `unlabelled` holds it, in order.
-                        None => (None, spare.find(|l| l.resource == *r).expect("collected above")),
+                        Some(label) => Cow::Borrowed(label),
+                        None => Cow::Owned(Label::unlabelled(r.clone())),
                     })
                     .collect();
+                let judged: Vec<(Option<LabelId>, &Label)> =
+                    ids.iter().zip(&labels).map(|(id, label)| (*id, label.as_ref())).collect();
                 let destination = state.id(&target.resource);
                 let t = Target {
                     name: match target.external_peer {

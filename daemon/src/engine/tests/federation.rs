@@ -248,6 +248,10 @@ async fn peers_questions_create_no_labels() {
     };
     let d = e1.check_sources(&n2(), vec![file("/unknown").at(&n1())], target).await.unwrap().expect("denied");
     assert_eq!((d.policy, d.resource), (PolicyKind::Integrity, file("/unknown").at(&n1())));
+    // The same unknown source named twice is judged twice, and still labels nothing.
+    let twice = vec![file("/unknown").at(&n1()), file("/unknown").at(&n1())];
+    let target = RemoteTarget { resource: file("/lax").at(&n2()), external_peer: None, policy: Policy::default() };
+    assert_eq!(e1.check_sources(&n2(), twice, target).await, Ok(None));
     assert_eq!(e1.status().labelled_resources, before + 1);
     assert!(e1.reservations_idle());
 }

@@ -373,12 +373,7 @@ async fn a_consent_decision_wakes_the_waiting_flow() {
         let e = e.clone();
         async move { e.request(p, Fd(3), Direction::Read).await }
     });
-    within(async {
-        while e.pending_consents().is_empty() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await;
+    settle(|| !e.pending_consents().is_empty()).await;
     let pending = e.pending_consents();
     let want = ConsentRequest {
         source: at(&file("/owned")),
