@@ -40,7 +40,9 @@ impl Node {
             .arg("--p2m-socket")
             .arg(dir.path().join("p2m.sock"))
             .arg("--o2m-socket")
-            .arg(dir.path().join("o2m.sock"));
+            .arg(dir.path().join("o2m.sock"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"));
         let running = trace2e_daemon::launch::start(cmd, &dir.path().join("trace2ed.log"), Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         Node { _running: running, dir }

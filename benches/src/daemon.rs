@@ -50,9 +50,11 @@ impl Daemon {
             .arg("--p2m-socket")
             .arg(&p2m)
             .arg("--o2m-socket")
-            .arg(&o2m)
-            .args(&options.args)
-            .envs(options.env.iter().map(|(k, v)| (k, v)));
+            .arg(&o2m);
+        if !options.args.iter().any(|a| a == "--data-dir" || a == "--ephemeral") {
+            cmd.arg("--data-dir").arg(dir.path().join("data"));
+        }
+        cmd.args(&options.args).envs(options.env.iter().map(|(k, v)| (k, v)));
         if let Some(cpus) = options.cpus {
             cpus.apply_before_exec(&mut cmd);
         }

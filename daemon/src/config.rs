@@ -90,6 +90,22 @@ pub struct DaemonArgs {
     /// [default: /var/tmp].
     #[arg(long, value_name = "DIR")]
     pub audit_spill_dir: Option<PathBuf>,
+    /// Where this node's state lives: labels, policies, deletions, consent, the audit
+    /// trail (one daemon per directory) [default: /var/lib/trace2e].
+    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep all state in memory only: a restart forgets every label, policy, deletion,
+    /// consent decision and audit record.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// How often recorded changes are flushed to stable storage, in ms: a power loss loses
+    /// at most this much; 0 flushes every grant before it is answered (group commit)
+    /// [default: 100]. A crash of the daemon alone loses nothing either way.
+    #[arg(long, value_name = "MS")]
+    pub fsync_interval_ms: Option<u64>,
+    /// Size of a journal segment file, in MiB [default: 64].
+    #[arg(long, value_name = "MIB", hide = true)]
+    pub journal_segment_mib: Option<u64>,
     /// Integrity level of processes whose executable has no policy [default: 0].
     #[arg(long, value_name = "N")]
     pub process_integrity: Option<u32>,
@@ -158,6 +174,10 @@ struct FileConfig {
     o2m_socket: Option<PathBuf>,
     audit_memory_mib: Option<u64>,
     audit_spill_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    ephemeral: Option<bool>,
+    fsync_interval_ms: Option<u64>,
+    journal_segment_mib: Option<u64>,
     process_integrity: Option<u32>,
     reservation_timeout_ms: Option<u64>,
     lease_ms: Option<u64>,
@@ -190,7 +210,12 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// M2M: where to serve it, the peers' endpoints, TLS.
     pub federation: FederationConfig,
+    /// Where the state lives; `None`: in memory only (`--ephemeral`).
+    pub durable: Option<crate::durable::DurableConfig>,
 }
+
+/// The data directory when none is given.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/trace2e";
 
 impl DaemonArgs {
     /// Merges flags, the config file (if any) and defaults.
@@ -319,6 +344,35 @@ impl DaemonArgs {
             // One chunk fills while the others are kept.
             memory_chunks: (audit_mib as usize / crate::audit::CHUNK_MIB).saturating_sub(1),
         };
+        let ephemeral = self.ephemeral || file.ephemeral.unwrap_or(false);
+        let data_dir = self.data_dir.clone().or(file.data_dir);
+        if ephemeral && data_dir.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "ephemeral",
+                message: "--ephemeral keeps no state: it cannot be combined with --data-dir".into(),
+            });
+        }
+        let fsync_ms = self.fsync_interval_ms.or(file.fsync_interval_ms).unwrap_or(100);
+        if fsync_ms > 60_000 {
+            return Err(ConfigError::Invalid {
+                key: "fsync-interval-ms",
+                message: format!("{fsync_ms} ms is more than a minute"),
+            });
+        }
+        let segment_mib = self.journal_segment_mib.or(file.journal_segment_mib).unwrap_or(64);
+        if !(1..=2048).contains(&segment_mib) {
+            return Err(ConfigError::Invalid {
+                key: "journal-segment-mib",
+                message: format!("{segment_mib} MiB is out of range (1 to 2048)"),
+            });
+        }
+        let durable = (!ephemeral).then(|| crate::durable::DurableConfig {
+            dir: data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            journal: crate::durable::JournalConfig {
+                segment_bytes: segment_mib as usize * (1 << 20),
+                fsync_interval: Duration::from_millis(fsync_ms),
+            },
+        });
         let mut shm = crate::p2m::shm::ShmConfig::default();
         if let Some(us) = self.shm_linger_us.or(file.shm_linger_us) {
             if us > 1_000_000 {
@@ -337,6 +391,7 @@ impl DaemonArgs {
             o2m_socket,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             federation,
+            durable,
         })
     }
 }

@@ -48,6 +48,9 @@ pub enum DaemonError {
     /// Federation (M2M TLS, peers) cannot be set up.
     #[error(transparent)]
     Federation(#[from] FederationError),
+    /// The data directory cannot be used, or its state cannot be read back.
+    #[error(transparent)]
+    DataDir(#[from] crate::durable::DataDirError),
     /// A server failed.
     #[error("{service} server failed: {source}")]
     Serve {
@@ -73,10 +76,22 @@ pub async fn run_until(
         tls.as_ref(),
         config.engine.consent_timeout,
     )?;
-    let engine = Arc::new(match peers.clone() {
-        Some(peers) => Engine::with_federation(config.engine.clone(), Arc::new(peers)),
-        None => Engine::new(config.engine.clone()),
-    });
+    let federation: Arc<dyn crate::remote::Federation> = match peers.clone() {
+        Some(peers) => Arc::new(peers),
+        None => Arc::new(crate::remote::NoPeers),
+    };
+    // The data directory stays locked until this function returns.
+    let (engine, _data_dir) = match &config.durable {
+        None => {
+            tracing::warn!("--ephemeral: state is kept in memory only and is lost when the daemon stops");
+            (Arc::new(Engine::with_federation(config.engine.clone(), federation)), None)
+        }
+        Some(durable) => {
+            let data = crate::durable::DataDir::open(&durable.dir, &config.engine.topology.node)?;
+            let recovered = crate::durable::recover(&data, durable, &config.engine.audit)?;
+            (Arc::new(Engine::recover(config.engine.clone(), federation, recovered, &data)), Some(data))
+        }
+    };
     // Any local process may talk P2M (it is identified by SO_PEERCRED); only the
     // daemon's user (and root) may act as operator.
     let sockets = [&config.p2m_socket, &config.p2m_grpc_socket, &config.o2m_socket];
@@ -172,7 +187,8 @@ pub async fn run_until(
         let _ = out.flush();
     }
     if m2m.is_some() {
-        // Peers drop what they reused from an earlier run of this node (its labels are new).
+        // Peers drop what they reused from an earlier run of this node (approvals, stream
+        // shortcuts): nothing from before a restart is trusted without asking again.
         tokio::spawn(engine.announce_policy_change());
     }
 
@@ -213,6 +229,9 @@ pub async fn run_until(
     // Joining the accept thread blocks (at most one poll interval): not on a runtime thread.
     let _ = tokio::task::spawn_blocking(move || shm.stop()).await;
     remove_sockets();
+    if let Err(why) = engine.flush() {
+        tracing::error!(problem = %why, "the journal could not be flushed at shutdown");
+    }
     if let Ok((p, o)) = results {
         if let Ok(Err(source)) = p {
             return Err(DaemonError::Serve { service: "P2M", source });

@@ -49,6 +49,8 @@ impl Demo {
             .arg(&p2m)
             .arg("--o2m-socket")
             .arg(&o2m)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
             .env("RUST_LOG", "warn");
         let daemon = crate::launch::start(cmd, &dir.join("trace2ed.log"), Duration::from_secs(30))?;
         Ok(Self { dir, bin_dir, p2m, o2m, _daemon: daemon })

@@ -13,7 +13,7 @@ use crate::FastMap;
 use crate::provenance::LabelId;
 
 /// A Unix user id, as the kernel reported it for a process (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct UserId(pub u32);
 
 /// An attached process.
@@ -51,6 +51,13 @@ impl Enrollments {
     /// The fds a process has enrolled, ascending.
     pub fn fds_of(&self, process: ProcessId) -> Vec<Fd> {
         self.by_process.get(&process).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The attached processes, in ascending order.
+    pub fn attached(&self) -> Vec<ProcessId> {
+        let mut v: Vec<ProcessId> = self.processes.keys().copied().collect();
+        v.sort();
+        v
     }
 
     /// Number of attached processes.

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod breakdown;
 pub mod compliance;
 pub mod consent;
+pub mod durable;
 pub mod engine;
 pub mod enrollment;
 pub mod provenance;

@@ -77,6 +77,9 @@ pub enum OperatorError {
     /// Audit records cannot be read back from the spill file.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The change is in force but could not be made durable.
+    #[error("the change is in force but not yet on stable storage: {0}")]
+    NotDurable(String),
 }
 
 impl From<OperatorError> for Status {
@@ -91,6 +94,7 @@ impl From<OperatorError> for Status {
             OperatorError::Remote { .. } => Code::FailedPrecondition,
             OperatorError::Engine(e) => crate::status::engine_code(e),
             OperatorError::Audit(_) => Code::Internal,
+            OperatorError::NotDurable(_) => Code::Unavailable,
         };
         if code == Code::Internal {
             tracing::warn!(error = %e, "operator request failed");
@@ -138,7 +142,16 @@ impl OperatorService {
     fn status_response(&self) -> o2m::StatusResponse {
         let topology = self.engine.topology();
         let s = self.engine.status();
+        let d = self.engine.durability();
+        let (head_records, head_hash) = d.head.clone().unwrap_or_default();
         o2m::StatusResponse {
+            data_dir: d.data_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            epoch: d.epoch,
+            journal_records: d.records,
+            head_hash,
+            head_records,
+            journal_problem: d.problem.clone().unwrap_or_default(),
+            synchronous: d.synchronous,
             node: topology.node.to_string(),
             addresses: topology.addresses.iter().map(ToString::to_string).collect(),
             processes: s.processes as u64,
@@ -187,12 +200,14 @@ impl OperatorService {
             .map_err(|source| OperatorError::InvalidField { field: "confidentiality", source })?;
         let integrity = request.integrity.map(IntegrityLevel);
         let policy = self.engine.set_policy(&resource, confidentiality, integrity)?;
+        self.engine.flush().map_err(OperatorError::NotDurable)?;
         Ok(o2m::SetPolicyResponse { policy: Some(policy.into()) })
     }
 
     fn mark_deleted(&self, request: o2m::DeleteRequest) -> Result<o2m::DeleteResponse, OperatorError> {
         let resource = self.local("resource", &request.resource)?;
         self.engine.delete(&resource)?;
+        self.engine.flush().map_err(OperatorError::NotDurable)?;
         Ok(o2m::DeleteResponse {})
     }
 
@@ -221,6 +236,7 @@ impl OperatorService {
     fn enforce(&self, request: o2m::EnforceConsentRequest) -> Result<o2m::EnforceConsentResponse, OperatorError> {
         let resource = self.local("resource", &request.resource)?;
         self.engine.set_consent_enforced(&resource, request.enforce)?;
+        self.engine.flush().map_err(OperatorError::NotDurable)?;
         Ok(o2m::EnforceConsentResponse {})
     }
 
@@ -238,6 +254,7 @@ impl OperatorService {
         let source = self.local("source", &request.source)?.at(self.engine.node());
         let destination = self.consent_destination(&request.destination)?;
         self.engine.decide_consent(&source, destination, request.grant);
+        self.engine.flush().map_err(OperatorError::NotDurable)?;
         Ok(o2m::DecideConsentResponse {})
     }
 }

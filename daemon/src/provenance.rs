@@ -16,7 +16,7 @@ use crate::FastMap;
 
 /// An interned label: one `LocalizedResource` known to this daemon. Ids are dense,
 /// allocated in order from 0, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LabelId(u32);
 
 impl LabelId {
@@ -198,6 +198,11 @@ impl Lineage {
                 self.into.entry(destination).or_default().push(source);
             }
         }
+    }
+
+    /// Every edge, in no particular order.
+    pub fn edges(&self) -> impl Iterator<Item = (&(LabelId, LabelId), &EdgeStats)> {
+        self.edges.iter()
     }
 
     /// Every edge reachable backwards from `to` (edges into `to`, into their sources, ...).

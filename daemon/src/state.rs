@@ -3,15 +3,17 @@
 //! Owns every piece of state that must survive a restart — labels (policy, provenance,
 //! process attributes), lineage, enrollment, remembered consent decisions and the audit
 //! trail — and [`State::apply`], the only function that changes it: every change is a
-//! [`Change`] value, so persistence can log them and replay them in order. It does not
-//! decide anything, and does not hold transient state (reservations, grants, consent
-//! waiters, caches).
+//! [`Change`] value. With a journal attached ([`State::attach_journal`]), `apply` writes
+//! every change it accepts to the journal, and recovery replays the journal through
+//! `apply` again (`crate::durable`). It does not decide anything, and does not hold
+//! transient state (reservations, grants, consent waiters, caches).
 use std::path::PathBuf;
 
 use trace2e_proto::{Confidentiality, Fd, IntegrityLevel, LocalizedResource, NodeId, ProcessId};
 
 use crate::FastMap;
 use crate::audit::{AuditEntry, AuditLog, FlowRecord};
+use crate::durable::Journal;
 use crate::enrollment::{Enrollments, ProcessRecord, UserId};
 use crate::provenance::{LabelId, LabelProvenance, Lineage, Merge};
 
@@ -60,7 +62,7 @@ impl Label {
 }
 
 /// The destination of a remembered consent decision.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ConsentKey {
     /// One destination resource.
     Resource(LabelId),
@@ -72,7 +74,7 @@ pub enum ConsentKey {
 // Changes are built and applied at once; boxing the audit entry would cost an allocation
 // per mediated I/O.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     /// Makes a label for a resource; its id is the next one ([`State::next_label`]).
     Intern(LocalizedResource),
@@ -198,6 +200,9 @@ pub enum StateError {
     /// No more label ids.
     #[error("label table full")]
     Full,
+    /// The journal cannot record the change (disk full, I/O error): it was not applied.
+    #[error("the change cannot be recorded: {0}")]
+    Unrecorded(String),
 }
 
 /// All durable state of one engine.
@@ -212,6 +217,8 @@ pub struct State {
     /// Bumped by every change a compliance decision may depend on other than provenance
     /// (policies, deletion, consent, process attributes).
     epoch: u64,
+    /// Where accepted changes are recorded; `None`: in memory only.
+    journal: Option<Journal>,
 }
 
 impl State {
@@ -230,7 +237,23 @@ impl State {
             lineage: Lineage::default(),
             audit,
             epoch: 0,
+            journal: None,
         }
+    }
+
+    /// From now on, records every change it accepts in `journal` first.
+    pub fn attach_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
+    }
+
+    /// The journal, if the state is durable.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Number of the next record of the journal (0 without one).
+    pub fn next_record(&self) -> u64 {
+        self.journal.as_ref().map_or(0, Journal::next_lsn)
     }
 
     /// The label of `r`, if it has one.
@@ -292,8 +315,47 @@ impl State {
     }
 
     /// Applies one change: the only way this state changes. A change that returns an
-    /// error changed nothing.
+    /// error changed nothing. With a journal, the change is encoded into it first and
+    /// published once applied: a change is on record exactly when it is in force
+    /// ([`StateError::Unrecorded`] when it cannot be recorded).
     pub fn apply(&mut self, change: Change) -> Result<(), StateError> {
+        let Some(mut journal) = self.journal.take() else {
+            return self.apply_in_memory(change);
+        };
+        let result = match journal.stage(&change) {
+            Err(why) => Err(StateError::Unrecorded(why)),
+            Ok(staged) => match self.apply_in_memory(change) {
+                Ok(()) => {
+                    journal.commit(staged);
+                    Ok(())
+                }
+                Err(e) => {
+                    journal.discard(staged);
+                    Err(e)
+                }
+            },
+        };
+        self.journal = Some(journal);
+        result
+    }
+
+    /// Applies a change that reflects something that already happened (a flow that was
+    /// performed, a process that is gone) even when it cannot be recorded: in memory at
+    /// least, so that the live daemon keeps enforcing it (recovery derives it again from
+    /// the grant on record). Returns whether it was recorded.
+    pub fn apply_fact(&mut self, change: Change) -> Result<bool, StateError> {
+        let fallback = self.journal.is_some().then(|| change.clone());
+        match self.apply(change) {
+            Ok(()) => Ok(true),
+            Err(StateError::Unrecorded(why)) => {
+                tracing::error!(problem = %why, "a change is kept in memory only");
+                self.apply_in_memory(fallback.expect("unrecorded without a journal")).map(|()| false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn apply_in_memory(&mut self, change: Change) -> Result<(), StateError> {
         match change {
             Change::Intern(r) => {
                 if self.ids.contains_key(&r) {
@@ -396,6 +458,37 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Everything this state holds, as deterministic text (for tests that compare
+    /// states: labels with their provenance, consent, lineage, enrollments, epoch, audit).
+    #[cfg(test)]
+    pub fn dump(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (i, l) in self.labels.iter().enumerate() {
+            let _ = writeln!(out, "label {i}: {l:?}");
+        }
+        let mut consent: Vec<String> = self.consent.iter().map(|(k, v)| format!("consent {k:?} = {v}")).collect();
+        consent.sort();
+        let mut lineage: Vec<String> = self.lineage.edges().map(|(k, v)| format!("edge {k:?} {v:?}")).collect();
+        lineage.sort();
+        let mut enrolled: Vec<String> = self
+            .enrollments
+            .attached()
+            .into_iter()
+            .map(|p| format!("process {p} {:?} fds {:?}", self.enrollments.process(p), self.enrollments.fds_of(p)))
+            .collect();
+        enrolled.sort();
+        for line in consent.iter().chain(&lineage).chain(&enrolled) {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out, "epoch {}", self.epoch);
+        let all = crate::audit::AuditQuery { limit: 0, ..Default::default() };
+        for (seq, e) in self.audit.query(&all, None).unwrap() {
+            let _ = writeln!(out, "audit {seq}: {e:?}");
+        }
+        out
     }
 
     /// The label of `r`, interning it first if needed.

@@ -30,6 +30,8 @@ pub fn engine_code(e: &EngineError) -> Code {
         EngineError::Deleted { .. } => Code::FailedPrecondition,
         EngineError::DuplicateToken { .. } => Code::AlreadyExists,
         EngineError::State(StateError::Full) => Code::ResourceExhausted,
+        // The journal cannot be written (disk full, I/O error): retry once it can.
+        EngineError::State(StateError::Unrecorded(_)) => Code::Unavailable,
         EngineError::State(_) => Code::Internal,
     }
 }
@@ -49,6 +51,7 @@ pub fn wire_code(code: Code) -> ErrorCode {
         Code::FailedPrecondition => ErrorCode::FailedPrecondition,
         Code::ResourceExhausted => ErrorCode::ResourceExhausted,
         Code::AlreadyExists => ErrorCode::AlreadyExists,
+        Code::Unavailable => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     }
 }
@@ -97,6 +100,7 @@ mod tests {
             (EngineError::NoSources, Code::InvalidArgument, ErrorCode::InvalidArgument),
             (EngineError::UnknownReservation { node: node.clone(), token }, Code::NotFound, ErrorCode::NotFound),
             (EngineError::DuplicateToken { node, token }, Code::AlreadyExists, ErrorCode::AlreadyExists),
+            (EngineError::State(StateError::Unrecorded("disk full".into())), Code::Unavailable, ErrorCode::Unavailable),
             (EngineError::State(StateError::Full), Code::ResourceExhausted, ErrorCode::ResourceExhausted),
             (
                 EngineError::State(StateError::UnknownLabel(crate::provenance::LabelId::from_index(0).unwrap())),

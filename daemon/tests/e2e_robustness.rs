@@ -212,6 +212,7 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
     let out = run({
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trace2ed"));
         cmd.args(["--node", "other", "--p2m-socket"]).arg(&d.p2m).arg("--o2m-socket").arg(d.path("o2.sock"));
+        cmd.arg("--data-dir").arg(d.path("other-data"));
         cmd
     });
     assert!(!out.status.success());

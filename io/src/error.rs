@@ -72,6 +72,12 @@ impl fmt::Display for Denied {
                 "trace2e: {} denied because the node deciding for {} could not be asked: {}",
                 self.direction, d.resource, d.reason
             ),
+            // Not a policy: the node could not record the flow (disk full, I/O error).
+            PolicyKind::AuditUnavailable => write!(
+                f,
+                "trace2e: {} denied because the daemon cannot record it (audit trail unavailable) for {}: {}",
+                self.direction, d.resource, d.reason
+            ),
             _ => write!(
                 f,
                 "trace2e: {} denied by the {} policy on {}: {}",

@@ -61,6 +61,7 @@ impl From<PolicyKind> for p2m::PolicyKind {
             PolicyKind::Consent => Self::Consent,
             PolicyKind::Busy => Self::Busy,
             PolicyKind::Unreachable => Self::Unreachable,
+            PolicyKind::AuditUnavailable => Self::AuditUnavailable,
         }
     }
 }
@@ -75,6 +76,7 @@ impl TryFrom<i32> for PolicyKind {
             Ok(p2m::PolicyKind::Consent) => Ok(Self::Consent),
             Ok(p2m::PolicyKind::Busy) => Ok(Self::Busy),
             Ok(p2m::PolicyKind::Unreachable) => Ok(Self::Unreachable),
+            Ok(p2m::PolicyKind::AuditUnavailable) => Ok(Self::AuditUnavailable),
             Ok(p2m::PolicyKind::Unspecified) => Err(InvalidMessage::Missing("policy")),
             Err(_) => Err(InvalidMessage::UnknownEnum { field: "policy", value: v }),
         }

@@ -6,7 +6,7 @@ use crate::flow::GrantId;
 use crate::resource::LocalizedResource;
 
 /// The rule a denial comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PolicyKind {
     /// Secret data on its way to a place it may not go.
     Confidentiality,
@@ -22,6 +22,10 @@ pub enum PolicyKind {
     /// the destination stream) could not be asked in time: trace2e fails closed. The
     /// denial's reason names the node and the cause.
     Unreachable,
+    /// The node cannot record the flow (its audit trail or state journal cannot be
+    /// written: disk full, I/O error), so it does not allow it. Not a policy's verdict:
+    /// the same flow is allowed again once writes succeed.
+    AuditUnavailable,
 }
 
 impl PolicyKind {
@@ -34,6 +38,7 @@ impl PolicyKind {
             Self::Consent => "consent",
             Self::Busy => "busy",
             Self::Unreachable => "unreachable",
+            Self::AuditUnavailable => "audit-unavailable",
         }
     }
 }
@@ -45,7 +50,7 @@ impl fmt::Display for PolicyKind {
 }
 
 /// Why a flow was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Denial {
     /// The rule.
     pub policy: PolicyKind,

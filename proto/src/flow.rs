@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// The direction of one mediated I/O, seen from the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Direction {
     /// fd resource → process.
     Read,
@@ -21,7 +21,7 @@ impl fmt::Display for Direction {
 }
 
 /// A file descriptor number in a client process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Fd(pub i32);
 
 impl fmt::Display for Fd {
@@ -31,7 +31,7 @@ impl fmt::Display for Fd {
 }
 
 /// The identifier of one granted flow, unique within a daemon's lifetime (never 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GrantId(pub u64);
 
 impl fmt::Display for GrantId {

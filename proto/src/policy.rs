@@ -48,7 +48,7 @@ impl fmt::Display for IntegrityLevel {
 }
 
 /// The policy of one resource, decided by its owner node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     /// Where derived data may go.
     pub confidentiality: Confidentiality,

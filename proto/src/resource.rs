@@ -33,7 +33,8 @@ fn invalid(input: &str, problem: &'static str) -> InvalidIdentifier {
 }
 
 /// A node's name (`node-a`): ASCII letters, digits, `.`, `_` and `-`, 1 to 253 characters.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct NodeId(String);
 
 impl NodeId {
@@ -55,6 +56,19 @@ impl NodeId {
     }
 }
 
+impl TryFrom<String> for NodeId {
+    type Error = InvalidIdentifier;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(n: NodeId) -> Self {
+        n.0
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -70,7 +84,7 @@ impl FromStr for NodeId {
 
 /// A process instance: pid plus its start time (clock ticks since boot, field 22 of
 /// `/proc/PID/stat`), so that a reused pid is a different process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ProcessId {
     /// Kernel process id (thread-group id).
     pub pid: u32,
@@ -85,7 +99,7 @@ impl fmt::Display for ProcessId {
 }
 
 /// One TCP connection as seen from one end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct StreamId {
     /// This end's address.
     pub local: SocketAddr,
@@ -104,7 +118,7 @@ impl StreamId {
 ///
 /// The derived order is the global reservation order: reservations of one flow are
 /// taken sorted by it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Resource {
     /// A process instance.
     Process(ProcessId),
@@ -242,7 +256,7 @@ impl FromStr for Resource {
 }
 
 /// A resource together with the node it lives on: `file:///data/cv.txt@node-a`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LocalizedResource {
     /// The resource.
     pub resource: Resource,

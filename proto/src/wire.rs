@@ -19,7 +19,7 @@
 //! reason rest`), [`kind::ERROR`] (`code u8, message rest`).
 //!
 //! A policy byte uses the numbering of `PolicyKind` in `proto/p2m.proto` (1
-//! confidentiality, 2 integrity, 3 deletion, 4 consent, 5 busy, 6 unreachable), so the
+//! confidentiality, 2 integrity, 3 deletion, 4 consent, 5 busy, 6 unreachable, 7 audit-unavailable), so the
 //! two transports share one numbering; this module does not depend on the generated code,
 //! which only exists with the `grpc` feature.
 
@@ -131,6 +131,8 @@ pub enum ErrorCode {
     ResourceExhausted = 6,
     /// The thing to create exists already.
     AlreadyExists = 7,
+    /// The daemon cannot record the change asked for (disk full, I/O error); try again.
+    Unavailable = 8,
 }
 
 /// A P2M response.
@@ -218,6 +220,7 @@ fn policy_byte(p: PolicyKind) -> u8 {
         PolicyKind::Consent => 4,
         PolicyKind::Busy => 5,
         PolicyKind::Unreachable => 6,
+        PolicyKind::AuditUnavailable => 7,
     }
 }
 
@@ -229,6 +232,7 @@ fn policy_from(b: u8) -> Result<PolicyKind, WireError> {
         4 => Ok(PolicyKind::Consent),
         5 => Ok(PolicyKind::Busy),
         6 => Ok(PolicyKind::Unreachable),
+        7 => Ok(PolicyKind::AuditUnavailable),
         _ => Err(WireError::Invalid("policy")),
     }
 }
@@ -381,6 +385,7 @@ impl WireResponse {
                     5 => ErrorCode::Internal,
                     6 => ErrorCode::ResourceExhausted,
                     7 => ErrorCode::AlreadyExists,
+                    8 => ErrorCode::Unavailable,
                     _ => return Err(WireError::Invalid("code")),
                 };
                 Self::Error { code, message: r.rest_str("message")?.to_owned() }
@@ -437,25 +442,26 @@ mod tests {
         }
     }
 
-    const ALL_POLICIES: [PolicyKind; 6] = [
+    const ALL_POLICIES: [PolicyKind; 7] = [
         PolicyKind::Confidentiality,
         PolicyKind::Integrity,
         PolicyKind::Deletion,
         PolicyKind::Consent,
         PolicyKind::Busy,
         PolicyKind::Unreachable,
+        PolicyKind::AuditUnavailable,
     ];
 
     #[test]
     fn policy_bytes_are_the_documented_numbers() {
         // The table of the module docs, written out independently of `policy_byte`.
-        let documented = [1u8, 2, 3, 4, 5, 6];
+        let documented = [1u8, 2, 3, 4, 5, 6, 7];
         for (p, b) in ALL_POLICIES.into_iter().zip(documented) {
             assert_eq!(policy_byte(p), b, "{p}");
             assert_eq!(policy_from(b), Ok(p));
         }
         assert_eq!(policy_from(0), Err(WireError::Invalid("policy")));
-        assert_eq!(policy_from(7), Err(WireError::Invalid("policy")));
+        assert_eq!(policy_from(8), Err(WireError::Invalid("policy")));
     }
 
     /// One numbering for both transports: a policy byte is the P2M protobuf enum value.
@@ -463,7 +469,15 @@ mod tests {
     #[test]
     fn policy_bytes_are_the_protobuf_numbers() {
         use crate::pb::p2m::PolicyKind as Pb;
-        let generated = [Pb::Confidentiality, Pb::Integrity, Pb::Deletion, Pb::Consent, Pb::Busy, Pb::Unreachable];
+        let generated = [
+            Pb::Confidentiality,
+            Pb::Integrity,
+            Pb::Deletion,
+            Pb::Consent,
+            Pb::Busy,
+            Pb::Unreachable,
+            Pb::AuditUnavailable,
+        ];
         for (p, pb) in ALL_POLICIES.into_iter().zip(generated) {
             assert_eq!(i32::from(policy_byte(p)), pb as i32, "{p}");
         }

@@ -10,7 +10,7 @@ use trace2e_proto::{Denial, Direction, Fd, GrantId, LocalizedResource, NodeId, P
 use crate::provenance::LabelId;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AuditKind {
     /// A process attached (or exec'd a new executable).
     Attach,
@@ -68,7 +68,7 @@ impl AuditKind {
 }
 
 /// The result recorded with an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AuditOutcome {
     /// A flow was granted.
     Granted,
@@ -85,7 +85,7 @@ pub enum AuditOutcome {
 }
 
 /// One stored record, with labels interned. Built by the engine, numbered by the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     /// Unix time, µs.
     pub time_us: u64,
@@ -274,7 +274,7 @@ impl AuditRecord {
 /// [`FlowRecord::entry`]), appended without building one: an entry is ~0.4 KB of mostly
 /// empty options, moved into a [`crate::state::Change`] and dropped again, on every
 /// I/O's path (bench `engine`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowRecord {
     /// Unix time, µs.
     pub time_us: u64,
@@ -299,7 +299,7 @@ pub struct FlowRecord {
 }
 
 /// The results a [`FlowRecord`] can have: those that carry nothing else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FlowResult {
     /// A request was granted.
     Granted,

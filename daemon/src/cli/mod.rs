@@ -149,8 +149,11 @@ pub enum AuditDecision {
 
 /// `trace2e audit`.
 #[derive(Debug, Args)]
-#[command(after_help = RES_HELP)]
+#[command(after_help = RES_HELP, args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    /// Check the durable trail instead of querying it.
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
     /// Only records that involve this resource.
     #[arg(long, value_name = "RES", value_parser = ResourceArg::parse)]
     pub resource: Option<ResourceArg>,
@@ -167,6 +170,20 @@ pub struct AuditArgs {
     /// destination, direction, bytes, result, reason, grant}]}).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// `trace2e audit verify`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole durable trail of a data directory (a running daemon's too): every
+    /// record intact, in order, none missing, the hash chain matching its checkpoint.
+    /// Prints "N records, head H" and exits 0 when intact; names the first altered,
+    /// missing or reordered record and exits 1 otherwise.
+    Verify {
+        /// The daemon's data directory.
+        #[arg(long, default_value = crate::config::DEFAULT_DATA_DIR, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 /// `trace2e consent …`.
@@ -260,6 +277,9 @@ pub enum CliError {
     /// The demo failed.
     #[error("demo: {0}")]
     Demo(String),
+    /// `trace2e audit verify` found the trail altered, or could not read it.
+    #[error("audit trail NOT intact: {0}")]
+    Tampered(String),
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
@@ -269,6 +289,16 @@ pub enum CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Demo(args) = &cli.command {
         return crate::demo::run(args).await.map_err(|e| CliError::Demo(e.to_string()));
+    }
+    if let Command::Audit(AuditArgs { command: Some(AuditCommand::Verify { data_dir }), .. }) = &cli.command {
+        let journal = crate::durable::journal_dir(data_dir);
+        if !journal.is_dir() {
+            return Err(CliError::Tampered(format!("{} holds no journal", data_dir.display())));
+        }
+        let v = crate::durable::journal::verify(&journal).map_err(|e| CliError::Tampered(e.to_string()))?;
+        let from = if v.first_lsn > 0 { format!(" (from record {})", v.first_lsn) } else { String::new() };
+        println!("{} records{from}, head {}", v.records, crate::durable::journal::hex(&v.head));
+        return Ok(());
     }
     let daemon = Daemon::connect(&cli.socket, Duration::from_secs(cli.timeout)).await?;
     let output = execute(&daemon, cli.command).await?;

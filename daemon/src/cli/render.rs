@@ -41,7 +41,9 @@
 //!
 //! `trace2e status --format json`: the fields of `StatusResponse` (`node`, `version`,
 //! `uptime_secs`, `addresses`, `processes`, `enrolled`, `active_grants`, `resources`,
-//! `audit_records`, `audit_records_on_disk`, `granted`, `denied`), plus, when the daemon runs with
+//! `audit_records`, `audit_records_on_disk`, `granted`, `denied`, `data_dir` (empty:
+//! `--ephemeral`), `epoch`, `journal_records`, `head_hash`, `head_records`,
+//! `journal_problem` (empty: none), `synchronous`), plus, when the daemon runs with
 //! `TRACE2E_BREAKDOWN=1`, `breakdown: {"stages": [{"name", "total_ns", "count"}]}`
 //! (cumulative since start-up). `trace2e policy get --format json`:
 //! `{ "policies": [ { "resource", "confidentiality": "public"|"secret", "integrity",
@@ -151,6 +153,13 @@ struct StatusJson<'a> {
     audit_records_on_disk: u64,
     granted: u64,
     denied: u64,
+    data_dir: &'a str,
+    epoch: u64,
+    journal_records: u64,
+    head_hash: &'a str,
+    head_records: u64,
+    journal_problem: &'a str,
+    synchronous: bool,
     /// Present only when the daemon measures its stages (`TRACE2E_BREAKDOWN=1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<BreakdownJson<'a>>,
@@ -184,6 +193,13 @@ pub fn status(s: &o2m::StatusResponse, format: Format) -> String {
             audit_records_on_disk: s.audit_records_on_disk,
             granted: s.granted,
             denied: s.denied,
+            data_dir: &s.data_dir,
+            epoch: s.epoch,
+            journal_records: s.journal_records,
+            head_hash: &s.head_hash,
+            head_records: s.head_records,
+            journal_problem: &s.journal_problem,
+            synchronous: s.synchronous,
             breakdown: (!s.breakdown.is_empty()).then(|| BreakdownJson {
                 stages: s
                     .breakdown
@@ -205,7 +221,22 @@ pub fn status(s: &o2m::StatusResponse, format: Format) -> String {
                 ("resources", s.resources.to_string()),
                 ("audit records", audit_counts(s)),
             ];
-            table(&rows.map(|(k, v)| vec![k.to_owned(), v]))
+            let mut rows: Vec<Vec<String>> = rows.into_iter().map(|(k, v)| vec![k.to_owned(), v]).collect();
+            if s.data_dir.is_empty() {
+                rows.push(vec!["data dir".into(), "none: state in memory only (--ephemeral)".into()]);
+            } else {
+                let mode = if s.synchronous { "each grant flushed before its answer" } else { "flushed periodically" };
+                rows.push(vec!["data dir".into(), format!("{} (start #{})", s.data_dir, s.epoch)]);
+                rows.push(vec!["journal".into(), format!("{} records, {mode}", s.journal_records)]);
+                rows.push(vec!["audit head".into(), format!("{} (after {} records)", s.head_hash, s.head_records)]);
+                if !s.journal_problem.is_empty() {
+                    rows.push(vec![
+                        "journal error".into(),
+                        format!("{} — flows are denied until it can be written", s.journal_problem),
+                    ]);
+                }
+            }
+            table(&rows)
         }
     }
 }
@@ -599,12 +630,28 @@ lineage (2 edges):
             version: "0.1.0".into(),
             breakdown: Vec::new(),
             audit_records_on_disk: 0,
+            data_dir: "/var/lib/trace2e".into(),
+            epoch: 3,
+            journal_records: 40,
+            head_hash: "ab12".into(),
+            head_records: 38,
+            journal_problem: String::new(),
+            synchronous: false,
         };
         let text = status(&s, Format::Text);
         assert!(text.starts_with("node           node-a\n"), "{text}");
         assert!(text.contains("uptime         1h 2m 5s\n"), "{text}");
         assert!(text.contains("addresses      10.0.0.1, ::1\n"), "{text}");
         assert!(text.contains("audit records  12 (granted 10, denied 2)\n"), "{text}");
+        assert!(text.contains("data dir       /var/lib/trace2e (start #3)\n"), "{text}");
+        assert!(text.contains("journal        40 records, flushed periodically\n"), "{text}");
+        assert!(text.contains("audit head     ab12 (after 38 records)\n"), "{text}");
+        assert!(!text.contains("journal error"), "{text}");
+        let full = o2m::StatusResponse { journal_problem: "No space left on device".into(), ..s.clone() };
+        assert!(
+            status(&full, Format::Text)
+                .contains("journal error  No space left on device — flows are denied until it can be written\n")
+        );
         let spilled = o2m::StatusResponse { audit_records_on_disk: 7, ..s.clone() };
         let text = status(&spilled, Format::Text);
         assert!(text.contains("audit records  12 (granted 10, denied 2, 7 of them in the spill file)\n"), "{text}");

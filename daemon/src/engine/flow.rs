@@ -23,7 +23,7 @@ use crate::compliance::{Destination, UnknownLabel, Verdict};
 use crate::provenance::LabelId;
 use crate::remote::{RemoteTarget, RemoteToken};
 use crate::reservation::{Busy, Reservation};
-use crate::state::{Change, State};
+use crate::state::{Change, State, StateError};
 use crate::topology::Owner;
 
 impl Engine {
@@ -88,7 +88,25 @@ impl Engine {
     pub async fn request(&self, process: ProcessId, fd: Fd, direction: Direction) -> Result<Decision, EngineError> {
         match self.try_request(process, fd, direction)? {
             Some(decision) => Ok(decision),
-            None => self.request_waiting(process, fd, direction).await,
+            None => {
+                let decided = self.request_waiting(process, fd, direction).await;
+                // In synchronous mode the flush blocks this task's worker for one flush
+                // (a decision that waited already took milliseconds).
+                Ok(self.durable_answer(process, self.unrecorded(process, decided)?))
+            }
+        }
+    }
+
+    /// A state change this flow needed could not be recorded: the flow is denied
+    /// ([`PolicyKind::AuditUnavailable`]), not failed.
+    fn unrecorded(&self, process: ProcessId, decided: Result<Decision, EngineError>) -> Result<Decision, EngineError> {
+        match decided {
+            Err(EngineError::State(StateError::Unrecorded(why))) => Ok(Decision::Denied(Denial {
+                policy: PolicyKind::AuditUnavailable,
+                resource: self.local(&Resource::Process(process)),
+                reason: format!("this node cannot record the flow, so it does not allow it ({why})"),
+            })),
+            other => other,
         }
     }
 
@@ -120,6 +138,28 @@ impl Engine {
     ///
     /// A shared-memory channel thread calls this inline.
     pub fn try_request_answering(
+        &self,
+        process: ProcessId,
+        fd: Fd,
+        direction: Direction,
+        answer: impl FnOnce(&Decision),
+    ) -> Result<Option<Decision>, EngineError> {
+        if self.syncer.is_none() {
+            return match self.decide_now(process, fd, direction, answer) {
+                Ok(d) => Ok(d),
+                Err(e) => self.unrecorded(process, Err(e)).map(Some),
+            };
+        }
+        // Synchronous mode: answered only once on stable storage, outside the lock.
+        match self.decide_now(process, fd, direction, |_| {}) {
+            Ok(Some(d)) => Ok(Some(self.durable_answer(process, d))),
+            Ok(None) => Ok(None),
+            Err(e) => self.unrecorded(process, Err(e)).map(Some),
+        }
+    }
+
+    /// [`Engine::try_request_answering`] under one acquisition of the state lock.
+    fn decide_now(
         &self,
         process: ProcessId,
         fd: Fd,
@@ -320,14 +360,49 @@ impl Engine {
         }
         let id = GrantId(self.next_grant.fetch_add(1, Ordering::Relaxed));
         let now = Instant::now();
+        // On record before the process hears of it: a crash after the answer finds it.
+        let appending = self.config.breakdown.start();
+        let recorded = audit_flow(state, &flow, AuditKind::Request, wall_us(now), id, 0, FlowResult::Granted);
+        self.config.breakdown.stop(Stage::AuditAppend, appending);
+        if let Err(StateError::Unrecorded(why)) = recorded {
+            // Not audited either: the trail is what cannot be written.
+            return Ok(Decision::Denied(self.unrecorded_denial(state, &flow, &why)));
+        }
         let grant = Grant { flow, deadline: now + self.config.lease, _reservation: reservation, remote };
         grants.insert(id, grant);
         let decision = Decision::Grant(id);
         answer(&decision);
-        let appending = self.config.breakdown.start();
-        audit_flow(state, &flow, AuditKind::Request, wall_us(now), id, 0, FlowResult::Granted);
-        self.config.breakdown.stop(Stage::AuditAppend, appending);
         Ok(decision)
+    }
+
+    /// The denial of a flow this node cannot record.
+    pub(super) fn unrecorded_denial(&self, state: &State, flow: &Flow, why: &str) -> Denial {
+        let resource =
+            state.resource(flow.source).cloned().unwrap_or_else(|| self.local(&Resource::Process(flow.process)));
+        Denial {
+            policy: PolicyKind::AuditUnavailable,
+            resource,
+            reason: format!("this node cannot record the flow, so it does not allow it ({why})"),
+        }
+    }
+
+    /// With `--fsync-interval-ms 0`: waits until every record published so far (the
+    /// grant's among them) is on stable storage. On failure, the grant is ended as not
+    /// performed and the flow denied.
+    pub(super) fn durable_answer(&self, process: ProcessId, decision: Decision) -> Decision {
+        let (Some(syncer), Decision::Grant(id)) = (&self.syncer, &decision) else { return decision };
+        let upto = self.core.read().state.next_record();
+        match syncer.sync_through(upto) {
+            Ok(()) => decision,
+            Err(why) => {
+                let _ = self.report(process, *id, IoOutcome { ok: false, bytes: 0 });
+                Decision::Denied(Denial {
+                    policy: PolicyKind::AuditUnavailable,
+                    resource: self.local(&Resource::Process(process)),
+                    reason: format!("this node cannot make the flow's record durable, so it does not allow it ({why})"),
+                })
+            }
+        }
     }
 
     /// Ends a grant: if the I/O succeeded and moved bytes, the destination's provenance
@@ -351,12 +426,12 @@ impl Engine {
             let breakdown = &self.config.breakdown;
             if performed && let Destination::Label(destination) = g.flow.destination {
                 let merging = breakdown.start();
-                state.apply(Change::Flow { source: g.flow.source, destination, bytes: outcome.bytes, time_us })?;
+                state.apply_fact(Change::Flow { source: g.flow.source, destination, bytes: outcome.bytes, time_us })?;
                 breakdown.stop(Stage::ProvenanceUpdate, merging);
             }
             let result = if outcome.ok { FlowResult::Ok } else { FlowResult::Failed };
             let appending = breakdown.start();
-            audit_flow(state, &g.flow, AuditKind::Report, time_us, grant, outcome.bytes, result);
+            let _ = audit_flow(state, &g.flow, AuditKind::Report, time_us, grant, outcome.bytes, result);
             breakdown.stop(Stage::AuditAppend, appending);
             g
         };
@@ -377,7 +452,8 @@ impl Engine {
             let state = &mut core.state;
             let time_us = now_us();
             if let Destination::Label(destination) = grant.flow.destination
-                && let Err(e) = state.apply(Change::Flow { source: grant.flow.source, destination, bytes: 0, time_us })
+                && let Err(e) =
+                    state.apply_fact(Change::Flow { source: grant.flow.source, destination, bytes: 0, time_us })
             {
                 tracing::error!(error = %e, grant = %id, "merge of an expired grant failed");
             }

@@ -40,7 +40,7 @@ impl Engine {
         let attached = {
             let mut core = self.core.write();
             // Detach first: no new grant can be created for it after this point.
-            core.state.apply(Change::Detach { process: id }).is_ok()
+            core.state.apply_fact(Change::Detach { process: id }).is_ok()
         };
         let grants: Vec<(GrantId, Grant)> = {
             let grants = &mut self.core.write().grants;
@@ -89,7 +89,7 @@ impl Engine {
 
     pub(super) fn unenroll_locked(&self, state: &mut State, process: ProcessId, fd: Fd) -> Option<LabelId> {
         let label = state.enrollments().resource(process, fd)?;
-        state.apply(Change::Unenroll { process, fd }).ok()?;
+        state.apply_fact(Change::Unenroll { process, fd }).ok()?;
         let mut e = AuditEntry::new(AuditKind::Unenroll, now_us(), AuditOutcome::Ok);
         e.process = Some(process);
         e.fd = Some(fd);

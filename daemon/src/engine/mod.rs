@@ -145,6 +145,23 @@ pub struct EngineStatus {
     pub remote_reservations: usize,
 }
 
+/// Where the engine's state is kept, for operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DurabilityStatus {
+    /// The data directory; `None`: memory only (`--ephemeral`).
+    pub data_dir: Option<PathBuf>,
+    /// Starts of a daemon on that directory, this one included.
+    pub epoch: u64,
+    /// Records in the journal.
+    pub records: u64,
+    /// The journal's hash at its last checkpoint (hex), and the records it covers.
+    pub head: Option<(u64, String)>,
+    /// Why flows are denied as unrecordable, if they are.
+    pub problem: Option<String>,
+    /// Whether every grant is flushed to stable storage before it is answered.
+    pub synchronous: bool,
+}
+
 /// The state and what is decided under its lock.
 #[derive(Debug)]
 struct Core {
@@ -228,6 +245,10 @@ pub struct Engine {
     /// What peers already hold of a source's provenance on a stream side (shared with the
     /// background tasks that finish a remote write).
     pushed: PushedMap,
+    /// The data directory and its epoch, when the state is durable.
+    data_dir: Option<(PathBuf, u64)>,
+    /// With `--fsync-interval-ms 0`: what a grant waits with before it is answered.
+    syncer: Option<crate::durable::Syncer>,
 }
 
 /// A flow as far as the owners of its remote sources were asked about it.
@@ -235,14 +256,17 @@ type ApprovalKey = (LabelId, Destination, Option<Policy>);
 
 /// Appends an audit entry.
 fn audit(state: &mut State, entry: AuditEntry) {
-    append_audit(state, Change::Audit(entry));
+    let _ = append_audit(state, Change::Audit(entry));
 }
 
-/// Applies an audit change. Appending cannot fail; a failure would be a bug in `apply`.
-fn append_audit(state: &mut State, change: Change) {
-    if let Err(e) = state.apply(change) {
+/// Applies an audit change. Appending fails only when the journal cannot record it
+/// ([`crate::state::StateError::Unrecorded`], logged here).
+fn append_audit(state: &mut State, change: Change) -> Result<(), crate::state::StateError> {
+    let result = state.apply(change);
+    if let Err(e) = &result {
         tracing::error!(error = %e, "audit append failed");
     }
+    result
 }
 
 /// Appends a flow's request or report record: the compact form when the destination is
@@ -255,7 +279,7 @@ fn audit_flow(
     grant: GrantId,
     bytes: u64,
     result: FlowResult,
-) {
+) -> Result<(), crate::state::StateError> {
     let (destination, external_peer) = match flow.destination {
         Destination::Label(d) => (d, None),
         Destination::External { stream, peer } => (stream, Some(peer)),
@@ -277,7 +301,7 @@ fn audit_flow(
         Some(peer) => {
             let mut e = record.entry();
             e.external_peer = Some(peer);
-            audit(state, e);
+            append_audit(state, Change::Audit(e))
         }
     }
 }
@@ -290,11 +314,73 @@ impl Engine {
 
     /// An engine with empty state that asks its peers through `federation`.
     pub fn with_federation(config: EngineConfig, federation: Arc<dyn Federation>) -> Self {
+        let state = State::with_audit(AuditLog::new(&config.audit));
+        Self::with_state(config, federation, state)
+    }
+
+    /// An engine on the state recovered from data directory `data` (see
+    /// [`crate::durable::recover`]): grants on record that were never reported count as
+    /// performed (as at a lease's expiry), processes attached before are gone, grant ids
+    /// continue after the last one on record.
+    pub fn recover(
+        config: EngineConfig,
+        federation: Arc<dyn Federation>,
+        recovered: crate::durable::Recovered,
+        data: &crate::durable::DataDir,
+    ) -> Self {
+        let crate::durable::Recovered { state, replayed, open_grants, attached, last_grant, cut } = recovered;
+        let mut engine = Self::with_state(config, federation, state);
+        engine.next_grant = AtomicU64::new(last_grant + 1);
+        engine.data_dir = Some((data.path().to_owned(), data.epoch()));
+        {
+            let mut core = engine.core.write();
+            let state = &mut core.state;
+            engine.syncer = state.journal().filter(|j| j.synchronous()).map(|j| j.syncer());
+            let time_us = now_us();
+            for g in &open_grants {
+                if let Err(e) =
+                    state.apply_fact(Change::Flow { source: g.source, destination: g.destination, bytes: 0, time_us })
+                {
+                    tracing::error!(error = %e, grant = %g.grant, "merge of a grant open at the restart failed");
+                }
+                let mut e = AuditEntry::new(AuditKind::Expired, time_us, AuditOutcome::Ok);
+                e.process = Some(g.process);
+                e.grant = Some(g.grant);
+                e.source = Some(g.source);
+                e.destination = Some(g.destination);
+                audit(state, e);
+            }
+            for &process in &attached {
+                for fd in state.enrollments().fds_of(process) {
+                    let _ = state.apply_fact(Change::Unenroll { process, fd });
+                }
+                let _ = state.apply_fact(Change::Detach { process });
+                let mut e = AuditEntry::new(AuditKind::Exit, time_us, AuditOutcome::Ok);
+                e.process = Some(process);
+                audit(state, e);
+            }
+        }
+        if let Some(cut) = &cut {
+            tracing::warn!(%cut, "the journal's tail after its last checkpoint was torn (a machine crash?) and was cut");
+        }
+        tracing::info!(
+            data_dir = %data.path().display(),
+            epoch = data.epoch(),
+            records = replayed,
+            labels = engine.core.read().state.labels(),
+            open_grants = open_grants.len(),
+            processes_gone = attached.len(),
+            "state recovered"
+        );
+        engine
+    }
+
+    fn with_state(config: EngineConfig, federation: Arc<dyn Federation>, state: State) -> Self {
         let rules =
             Rules { topology: config.topology.clone(), default_process_integrity: config.default_process_integrity };
         Self {
             core: RwLock::new(Core {
-                state: State::with_audit(AuditLog::new(&config.audit)),
+                state,
                 cache: ComplianceCache::default(),
                 grants: FastMap::default(),
                 all_local: FastMap::default(),
@@ -312,7 +398,15 @@ impl Engine {
             remote_epoch: AtomicU64::new(0),
             approvals: Mutex::new(FastMap::default()),
             pushed: Arc::new(Mutex::new(FastMap::default())),
+            data_dir: None,
+            syncer: None,
         }
+    }
+
+    /// The whole state as text ([`State::dump`]).
+    #[cfg(test)]
+    pub(crate) fn state_dump(&self) -> String {
+        self.core.read().state.dump()
     }
 
     /// This node.

@@ -3,7 +3,7 @@
 
 use trace2e_proto::{Confidentiality, IntegrityLevel, LocalizedResource, Policy, Resource};
 
-use super::{Engine, EngineError, EngineStatus, audit};
+use super::{DurabilityStatus, Engine, EngineError, EngineStatus, audit};
 use crate::audit::clock::now_us;
 use crate::audit::{AuditEntry, AuditError, AuditKind, AuditOutcome, AuditQuery, AuditRecord};
 use crate::compliance::UnknownLabel;
@@ -216,6 +216,34 @@ impl Engine {
             pending_consents: self.consent.len(),
             remote_reservations: self.remote_holds.lock().len(),
         }
+    }
+
+    /// Where the state is kept, and whether the journal can be written.
+    pub fn durability(&self) -> DurabilityStatus {
+        let core = self.core.read();
+        let Some(journal) = core.state.journal() else { return DurabilityStatus::default() };
+        let (covered, head) = journal.head();
+        DurabilityStatus {
+            data_dir: self.data_dir.as_ref().map(|(d, _)| d.clone()),
+            epoch: self.data_dir.as_ref().map_or(0, |(_, e)| *e),
+            records: journal.next_lsn(),
+            head: Some((covered, crate::durable::journal::hex(&head))),
+            problem: journal.problem(),
+            synchronous: journal.synchronous(),
+        }
+    }
+
+    /// Waits until every change recorded so far is on stable storage (a no-op in
+    /// memory-only mode).
+    pub fn flush(&self) -> Result<(), String> {
+        let (syncer, upto) = {
+            let core = self.core.read();
+            match core.state.journal() {
+                None => return Ok(()),
+                Some(j) => (j.syncer(), j.next_lsn()),
+            }
+        };
+        syncer.sync_through(upto)
     }
 
     /// Whether no reservation is held or awaited (for tests and diagnostics).

@@ -147,7 +147,7 @@ impl Engine {
                     let writer = state.intern(&hold.writer)?;
                     let provenance = hold.provenance.iter().map(|r| state.intern(r)).collect::<Result<Vec<_>, _>>()?;
                     let destination = hold.destination;
-                    state.apply(Change::Import { writer, provenance, destination, bytes, time_us })?;
+                    state.apply_fact(Change::Import { writer, provenance, destination, bytes, time_us })?;
                     Ok(writer)
                 })();
                 match merged {

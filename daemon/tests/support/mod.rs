@@ -34,13 +34,31 @@ impl Daemon {
 
     /// [`Daemon::start`], with `prepare` applied to the command before it is spawned.
     pub fn start_with(node: &str, addresses: &[&str], extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), node, addresses, extra, prepare)
+    }
+
+    /// The data directory (`DIR/data` unless the flags name another, or `--ephemeral`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        node: &str,
+        addresses: &[&str],
+        extra: &[&str],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Self {
         let p2m = dir.path().join("p2m.sock");
         let o2m = dir.path().join("o2m.sock");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trace2ed"));
         cmd.arg("--node").arg(node).arg("--p2m-socket").arg(&p2m).arg("--o2m-socket").arg(&o2m);
         for a in addresses {
             cmd.arg("--address").arg(a);
+        }
+        if !extra.iter().any(|a| *a == "--data-dir" || *a == "--ephemeral") {
+            // Small segments: many daemons run at once in the tests.
+            cmd.arg("--data-dir").arg(dir.path().join("data")).args(["--journal-segment-mib", "4"]);
         }
         cmd.args(extra);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
@@ -52,7 +70,7 @@ impl Daemon {
         Self { running, dir, p2m, p2m_grpc: p2m_grpc.into(), o2m, node: node.into() }
     }
 
-    /// The daemon's log so far.
+    /// The daemon's log so far (of this run).
     pub fn log(&self) -> String {
         self.running.stderr()
     }

@@ -107,6 +107,7 @@ fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Internal => "Internal",
         ErrorCode::ResourceExhausted => "ResourceExhausted",
         ErrorCode::AlreadyExists => "AlreadyExists",
+        ErrorCode::Unavailable => "Unavailable",
     }
 }
 

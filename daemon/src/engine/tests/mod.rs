@@ -1,6 +1,7 @@
 //! The engine's unit tests: [`local`] for one node, [`federation`] for two engines wired
 //! together through the fake federation of [`super::fake_peers`].
 
+mod durability;
 mod federation;
 mod local;
 
