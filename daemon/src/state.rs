@@ -319,11 +319,17 @@ impl State {
     /// published once applied: a change is on record exactly when it is in force
     /// ([`StateError::Unrecorded`] when it cannot be recorded).
     pub fn apply(&mut self, change: Change) -> Result<(), StateError> {
+        self.apply_recorded(change).map_err(|failed| failed.0)
+    }
+
+    /// [`State::apply`], handing the change back when it could not be recorded (boxed:
+    /// only a failure pays for it).
+    fn apply_recorded(&mut self, change: Change) -> Result<(), Box<(StateError, Option<Change>)>> {
         let Some(mut journal) = self.journal.take() else {
-            return self.apply_in_memory(change);
+            return self.apply_in_memory(change).map_err(|e| Box::new((e, None)));
         };
         let result = match journal.stage(&change) {
-            Err(why) => Err(StateError::Unrecorded(why)),
+            Err(why) => Err(Box::new((StateError::Unrecorded(why), Some(change)))),
             Ok(staged) => match self.apply_in_memory(change) {
                 Ok(()) => {
                     journal.commit(staged);
@@ -331,7 +337,7 @@ impl State {
                 }
                 Err(e) => {
                     journal.discard(staged);
-                    Err(e)
+                    Err(Box::new((e, None)))
                 }
             },
         };
@@ -344,14 +350,13 @@ impl State {
     /// least, so that the live daemon keeps enforcing it (recovery derives it again from
     /// the grant on record). Returns whether it was recorded.
     pub fn apply_fact(&mut self, change: Change) -> Result<bool, StateError> {
-        let fallback = self.journal.is_some().then(|| change.clone());
-        match self.apply(change) {
-            Ok(()) => Ok(true),
-            Err(StateError::Unrecorded(why)) => {
+        let Err(failed) = self.apply_recorded(change) else { return Ok(true) };
+        match *failed {
+            (StateError::Unrecorded(why), Some(change)) => {
                 tracing::error!(problem = %why, "a change is kept in memory only");
-                self.apply_in_memory(fallback.expect("unrecorded without a journal")).map(|()| false)
+                self.apply_in_memory(change).map(|()| false)
             }
-            Err(e) => Err(e),
+            (e, _) => Err(e),
         }
     }
 

@@ -9,7 +9,7 @@
 //! Only a machine crash can lose what was not yet flushed: the flusher thread
 //! (`t2e-journal`) `msync`s every `fsync_interval`; with an interval of zero, every grant
 //! waits for a flush that covers it (group commit: one flush covers every record
-//! written when it starts, see [`Journal::sync_through`]).
+//! written when it starts, see [`Syncer::sync_through`]).
 //!
 //! # Format
 //!
@@ -663,12 +663,6 @@ impl Journal {
         Ok(())
     }
 
-    /// Waits until every record below `upto` is on stable storage (group commit: the
-    /// first waiter flushes for all).
-    pub fn sync_through(&self, upto: u64) -> Result<(), String> {
-        sync_through(&self.shared, upto)
-    }
-
     /// What the grant paths wait with, outside the state lock.
     pub fn syncer(&self) -> Syncer {
         Syncer(Arc::clone(&self.shared))
@@ -685,7 +679,8 @@ impl Journal {
 pub struct Syncer(Arc<Shared>);
 
 impl Syncer {
-    /// See [`Journal::sync_through`].
+    /// Waits until every record below `upto` is on stable storage (group commit: the
+    /// first waiter flushes for all).
     pub fn sync_through(&self, upto: u64) -> Result<(), String> {
         sync_through(&self.0, upto)
     }

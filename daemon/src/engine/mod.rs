@@ -350,15 +350,10 @@ impl Engine {
                 e.destination = Some(g.destination);
                 audit(state, e);
             }
-            for &process in &attached {
-                for fd in state.enrollments().fds_of(process) {
-                    let _ = state.apply_fact(Change::Unenroll { process, fd });
-                }
-                let _ = state.apply_fact(Change::Detach { process });
-                let mut e = AuditEntry::new(AuditKind::Exit, time_us, AuditOutcome::Ok);
-                e.process = Some(process);
-                audit(state, e);
-            }
+        }
+        // Gone for this daemon: as if they exited (fds unenrolled, exit recorded).
+        for &process in &attached {
+            engine.process_exited(process);
         }
         if let Some(cut) = &cut {
             tracing::warn!(%cut, "the journal's tail after its last checkpoint was torn (a machine crash?) and was cut");
