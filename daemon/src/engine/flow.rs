@@ -101,11 +101,11 @@ impl Engine {
     /// ([`PolicyKind::AuditUnavailable`]), not failed.
     fn unrecorded(&self, process: ProcessId, decided: Result<Decision, EngineError>) -> Result<Decision, EngineError> {
         match decided {
-            Err(EngineError::State(StateError::Unrecorded(why))) => Ok(Decision::Denied(Denial {
-                policy: PolicyKind::AuditUnavailable,
-                resource: self.local(&Resource::Process(process)),
-                reason: format!("this node cannot record the flow, so it does not allow it ({why})"),
-            })),
+            Err(EngineError::State(StateError::Unrecorded(why))) => Ok(Decision::Denied(audit_unavailable(
+                self.local(&Resource::Process(process)),
+                "record the flow",
+                &why,
+            ))),
             other => other,
         }
     }
@@ -379,11 +379,7 @@ impl Engine {
     pub(super) fn unrecorded_denial(&self, state: &State, flow: &Flow, why: &str) -> Denial {
         let resource =
             state.resource(flow.source).cloned().unwrap_or_else(|| self.local(&Resource::Process(flow.process)));
-        Denial {
-            policy: PolicyKind::AuditUnavailable,
-            resource,
-            reason: format!("this node cannot record the flow, so it does not allow it ({why})"),
-        }
+        audit_unavailable(resource, "record the flow", why)
     }
 
     /// With `--fsync-interval-ms 0`: waits until every record published so far (the
@@ -396,11 +392,11 @@ impl Engine {
             Ok(()) => decision,
             Err(why) => {
                 let _ = self.report(process, *id, IoOutcome { ok: false, bytes: 0 });
-                Decision::Denied(Denial {
-                    policy: PolicyKind::AuditUnavailable,
-                    resource: self.local(&Resource::Process(process)),
-                    reason: format!("this node cannot make the flow's record durable, so it does not allow it ({why})"),
-                })
+                Decision::Denied(audit_unavailable(
+                    self.local(&Resource::Process(process)),
+                    "make the flow's record durable",
+                    &why,
+                ))
             }
         }
     }
@@ -492,6 +488,15 @@ impl Engine {
             self.end_hold(&node, hold, true, 0, AuditKind::Expired);
         }
         n
+    }
+}
+
+/// The denial of a flow this node cannot `what` ("record the flow", ...).
+fn audit_unavailable(resource: LocalizedResource, what: &str, why: &str) -> Denial {
+    Denial {
+        policy: PolicyKind::AuditUnavailable,
+        resource,
+        reason: format!("this node cannot {what}, so it does not allow it ({why})"),
     }
 }
 
