@@ -13,6 +13,16 @@
 //! trace2e-test-child read-many DIR THREADS READS
 //!     THREADS threads, thread t reading its 64-byte DIR/in<t>.txt READS times through
 //!     trace2e-io, print `done THREADS*READS`, then wait to be killed
+//! trace2e-test-child script
+//!     a long-lived process driven from stdin, one command a line, one answer a line
+//!     on stdout (`ok N`, `denied MESSAGE`, `unavailable MESSAGE` or `error MESSAGE`):
+//!       open NAME PATH      open PATH for reading, as NAME (N = 0)
+//!       create NAME PATH    create or truncate PATH for writing, as NAME (N = 0)
+//!       connect NAME ADDR   connect to ADDR over TCP, as NAME (N = 0)
+//!       read NAME           one read of up to 64 KiB from NAME, kept (N = bytes read)
+//!       write NAME          write everything read so far to NAME (N = bytes written)
+//!       close NAME          drop NAME (N = 0)
+//!     it exits 0 at the end of its input
 //! ```
 //!
 //! Exit status 2 on bad arguments, 1 (with a message) when a step fails.
@@ -35,6 +45,7 @@ fn main() -> ExitCode {
     let result = match args[..] {
         ["hold-grant", socket, file] => hold_grant(socket, file),
         ["read-then-wait", file] => read_then_wait(file),
+        ["script"] => script(),
         ["read-many", dir, threads, reads] => match (threads.parse(), reads.parse()) {
             (Ok(threads), Ok(reads)) => read_many(dir, threads, reads),
             _ => Err("THREADS and READS are numbers".into()),
@@ -115,5 +126,77 @@ fn read_many(dir: &str, threads: usize, reads: usize) -> Result<()> {
     }
     announce(&format!("done {}", threads * reads))?;
     std::thread::sleep(FOREVER);
+    Ok(())
+}
+
+/// What `script` holds open, by name.
+enum Held {
+    File(trace2e_io::fs::File),
+    Stream(trace2e_io::net::TcpStream),
+}
+
+impl Held {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Held::File(f) => f.read(buf),
+            Held::Stream(s) => s.read(buf),
+        }
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Held::File(f) => f.write_all(data),
+            Held::Stream(s) => s.write_all(data),
+        }
+    }
+}
+
+fn script() -> Result<()> {
+    let mut held: std::collections::HashMap<String, Held> = std::collections::HashMap::new();
+    let mut data: Vec<u8> = Vec::new();
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer: std::io::Result<usize> = match words[..] {
+            ["open", name, path] => trace2e_io::fs::File::open(path).map(|f| {
+                held.insert(name.to_owned(), Held::File(f));
+                0
+            }),
+            ["create", name, path] => trace2e_io::fs::File::create(path).map(|f| {
+                held.insert(name.to_owned(), Held::File(f));
+                0
+            }),
+            ["connect", name, addr] => trace2e_io::net::TcpStream::connect(addr).map(|s| {
+                held.insert(name.to_owned(), Held::Stream(s));
+                0
+            }),
+            ["read", name] => match held.get_mut(name) {
+                Some(h) => {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    h.read(&mut buf).map(|n| {
+                        data.extend_from_slice(&buf[..n]);
+                        n
+                    })
+                }
+                None => Err(std::io::Error::other(format!("nothing named {name}"))),
+            },
+            ["write", name] => match held.get_mut(name) {
+                Some(h) => h.write_all(&data).map(|()| data.len()),
+                None => Err(std::io::Error::other(format!("nothing named {name}"))),
+            },
+            ["close", name] => match held.remove(name) {
+                Some(_) => Ok(0),
+                None => Err(std::io::Error::other(format!("nothing named {name}"))),
+            },
+            _ => Err(std::io::Error::other(format!("unknown command {line:?}"))),
+        };
+        let reply = match answer {
+            Ok(n) => format!("ok {n}"),
+            Err(e) if trace2e_io::Denied::of(&e).is_some() => format!("denied {e}"),
+            Err(e) if trace2e_io::DaemonUnavailable::of(&e).is_some() => format!("unavailable {e}"),
+            Err(e) => format!("error {e}"),
+        };
+        announce(&reply)?;
+    }
     Ok(())
 }

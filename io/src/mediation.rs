@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use trace2e_proto::{Decision, Direction, Fd, IoOutcome};
 
@@ -27,15 +27,17 @@ pub(crate) struct Enrollment {
     /// The process that enrolled `fd`. A forked child shares the descriptor but is a
     /// different process for the daemon: it enrolls again before its first flow.
     pid: AtomicU32,
+    /// The session `fd` is enrolled in ([`transport::Client::session`]): after a daemon
+    /// restart, or in a forked child, it enrolls again before its next flow.
+    session: AtomicU64,
 }
 
 impl Enrollment {
     /// Enrolls `fd` as `target`.
     pub(crate) fn new(fd: BorrowedFd<'_>, target: Target) -> io::Result<Self> {
-        let client = transport::client()?;
         let fd = fd.as_raw_fd();
-        client.transport.enroll(Fd(fd), &target)?;
-        Ok(Self { fd, target, pid: AtomicU32::new(client.pid) })
+        let ((), client) = transport::with_client(|c| c.transport.enroll(Fd(fd), &target))?;
+        Ok(Self { fd, target, pid: AtomicU32::new(client.pid), session: AtomicU64::new(client.session) })
     }
 
     /// Enrolls `fd` as the file it refers to, found through `/proc/self/fd`.
@@ -60,12 +62,15 @@ impl Enrollment {
     /// [`DaemonUnavailable`](crate::DaemonUnavailable); in both cases `io` is not run.
     /// A failed report is only logged: the I/O happened, its result must reach the caller.
     pub(crate) fn flow(&self, direction: Direction, io: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
-        let client = transport::client()?;
-        if self.pid.load(Ordering::Acquire) != client.pid {
-            client.transport.enroll(Fd(self.fd), &self.target)?;
-            self.pid.store(client.pid, Ordering::Release);
-        }
-        let grant = match client.transport.request(Fd(self.fd), direction)? {
+        let (decision, client) = transport::with_client(|c| {
+            if self.session.load(Ordering::Acquire) != c.session {
+                c.transport.enroll(Fd(self.fd), &self.target)?;
+                self.session.store(c.session, Ordering::Release);
+                self.pid.store(c.pid, Ordering::Release);
+            }
+            c.transport.request(Fd(self.fd), direction)
+        })?;
+        let grant = match decision {
             Decision::Grant(grant) => grant,
             Decision::Denied(denial) => return Err(Denied::new(direction, denial).into()),
         };
@@ -87,7 +92,11 @@ impl Drop for Enrollment {
         if self.pid.load(Ordering::Acquire) != transport::current_pid() {
             return;
         }
-        let result = transport::client().and_then(|c| c.transport.unenroll(Fd(self.fd)));
+        let session = self.session.load(Ordering::Acquire);
+        let result = transport::client().and_then(|c| {
+            // Enrolled with a daemon that has restarted since: the new one never knew it.
+            if c.session != session { Ok(()) } else { c.transport.unenroll(Fd(self.fd)) }
+        });
         if let Err(e) = result {
             tracing::warn!(fd = self.fd, error = %e, "trace2e: could not unenroll a closed descriptor");
         }

@@ -111,11 +111,12 @@ fn an_unreachable_daemon_fails_closed_over_shared_memory() {
 
 #[test]
 fn a_daemon_that_dies_stops_io_and_one_that_starts_late_is_found() {
-    isolated!({
+    isolated!([("TRACE2E_TIMEOUT_MS", "300")], {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"data").unwrap();
-        // Not up yet: failures are not cached.
+        // Not up yet: failures are not cached, and a process that never attached does
+        // not wait for a daemon.
         assert_eq!(File::open(&path).unwrap_err().kind(), ErrorKind::NotConnected);
 
         let mut daemon = FakeDaemon::start_from_env();
@@ -123,10 +124,13 @@ fn a_daemon_that_dies_stops_io_and_one_that_starts_late_is_found() {
         let mut buf = [0u8; 2];
         file.read_exact(&mut buf).unwrap();
 
+        // Once attached, a daemon that goes away is waited for, up to TRACE2E_TIMEOUT_MS.
         daemon.stop();
         let err = file.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
-        assert!(DaemonUnavailable::of(&err).is_some());
+        let unavailable = DaemonUnavailable::of(&err).unwrap();
+        assert_eq!(unavailable.kind(), UnavailableKind::Unreachable, "{unavailable}");
+        assert!(unavailable.detail().ends_with("; the daemon did not come back within 300 ms"), "{unavailable}");
         assert_eq!(file.stream_position().unwrap(), 2, "the read was not performed");
         drop(file); // unenroll fails: logged, no panic
     });

@@ -24,6 +24,9 @@ pub struct Daemon {
     pub p2m_grpc: PathBuf,
     pub o2m: PathBuf,
     pub node: String,
+    /// The command line it was started with (for [`Daemon::restart`]), and its starts.
+    args: Vec<std::ffi::OsString>,
+    starts: usize,
 }
 
 impl Daemon {
@@ -63,11 +66,25 @@ impl Daemon {
         cmd.args(extra);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         prepare(&mut cmd);
+        let args = cmd.get_args().map(ToOwned::to_owned).collect();
         let running = trace2e_daemon::launch::start(cmd, &dir.path().join("trace2ed.log"), PATIENCE)
             .unwrap_or_else(|e| panic!("{node}: {e}"));
         let mut p2m_grpc = p2m.clone().into_os_string();
         p2m_grpc.push(".grpc");
-        Self { running, dir, p2m, p2m_grpc: p2m_grpc.into(), o2m, node: node.into() }
+        Self { running, dir, p2m, p2m_grpc: p2m_grpc.into(), o2m, node: node.into(), args, starts: 1 }
+    }
+
+    /// Starts the daemon again with the same command line (the same sockets and data
+    /// directory) once it has stopped or been killed; its log goes to a new file.
+    pub fn restart(&mut self) {
+        assert!(!self.alive(), "restart: trace2ed (pid {}) is still running", self.pid());
+        self.starts += 1;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trace2ed"));
+        cmd.args(&self.args);
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let log = self.dir.path().join(format!("trace2ed.{}.log", self.starts));
+        self.running =
+            trace2e_daemon::launch::start(cmd, &log, PATIENCE).unwrap_or_else(|e| panic!("{} restart: {e}", self.node));
     }
 
     /// The daemon's log so far (of this run).

@@ -135,6 +135,12 @@ fn timed_out(operation: &'static str, deadline: Duration) -> DaemonUnavailable {
 fn from_status(operation: &'static str, socket: &Path, status: &tonic::Status) -> DaemonUnavailable {
     let kind = match status.code() {
         tonic::Code::Unavailable => UnavailableKind::Unreachable,
+        // The connection broke (the daemon died): as unreachable as a refused connect.
+        tonic::Code::Unknown
+            if std::error::Error::source(status).is_some_and(|s| s.is::<tonic::transport::Error>()) =>
+        {
+            UnavailableKind::Unreachable
+        }
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => UnavailableKind::TimedOut,
         _ => UnavailableKind::Failed,
     };

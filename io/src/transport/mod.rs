@@ -14,7 +14,17 @@
 //! | `TRACE2E_GRPC_SOCKET` | the daemon's P2M-over-gRPC socket | `$TRACE2E_SOCKET.grpc` |
 //! | `TRACE2E_TIMEOUT_MS` | deadline of a flow request, which may wait for a reservation (5 s) and an owner's consent (30 s) | `60000` |
 //!
-//! Enroll, unenroll and report have a fixed 10 s deadline. An invalid value is a
+//! Enroll, unenroll and report have a fixed 10 s deadline.
+//!
+//! **A daemon restart is a gap, not an error.** Once this process has attached, a daemon
+//! that goes away (restarted, upgraded, crashed) is waited for: each mediated operation
+//! retries attaching for up to `TRACE2E_TIMEOUT_MS`, then fails closed with
+//! [`UnavailableKind::Unreachable`]. Every attachment is a new *session*; a descriptor
+//! enrolled in an earlier one enrolls again (the daemon checks it against `/proc` again)
+//! before its next flow, so open files and streams carry on. A process that never
+//! attached fails at once, as before.
+//!
+//! An invalid value is a
 //! [`DaemonUnavailable`] of kind [`Misconfigured`](UnavailableKind::Misconfigured): every
 //! mediated operation fails until it is fixed (fail closed). So is `TRACE2E_TRANSPORT=grpc`
 //! in a build without the crate's `grpc` feature.
@@ -29,7 +39,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use trace2e_proto::{Decision, Direction, Fd, GrantId, IoOutcome};
 
@@ -82,7 +92,8 @@ fn misconfigured(detail: String) -> DaemonUnavailable {
     DaemonUnavailable::new(UnavailableKind::Misconfigured, "connect", detail)
 }
 
-fn new_transport() -> Result<Arc<dyn Transport>, DaemonUnavailable> {
+/// A transport from the environment, and how long a flow may wait for the daemon.
+fn new_transport() -> Result<(Arc<dyn Transport>, Duration), DaemonUnavailable> {
     let socket = std::env::var_os("TRACE2E_SOCKET").map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from);
     let request = match std::env::var("TRACE2E_TIMEOUT_MS") {
         Err(std::env::VarError::NotPresent) => DEFAULT_REQUEST_TIMEOUT,
@@ -97,7 +108,7 @@ fn new_transport() -> Result<Arc<dyn Transport>, DaemonUnavailable> {
         Err(e) => return Err(misconfigured(format!("TRACE2E_TIMEOUT_MS: {e}"))),
     };
     let config = Config { socket, deadlines: Deadlines { request, short: SHORT_TIMEOUT } };
-    select(std::env::var("TRACE2E_TRANSPORT"), &config, GRPC)
+    Ok((select(std::env::var("TRACE2E_TRANSPORT"), &config, GRPC)?, request))
 }
 
 /// Builds a gRPC transport from the configuration.
@@ -154,6 +165,8 @@ fn grpc_not_built() -> DaemonUnavailable {
 /// The process-global client, with the pid it was created in.
 struct Global {
     pid: u32,
+    /// The [`GENERATION`] it was created at: its session.
+    session: u64,
     transport: Arc<dyn Transport>,
 }
 
@@ -166,6 +179,11 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// `pthread_atfork` handler). `getpid` is a system call, and a mediated I/O needs the
 /// pid on every flow to notice a fork.
 static PID: AtomicU32 = AtomicU32::new(0);
+
+/// The process that a daemon answered at least once (0: none yet), and the longest a
+/// flow of it waits for the daemon to come back (`TRACE2E_TIMEOUT_MS`, in ms).
+static ATTACHED: AtomicU32 = AtomicU32::new(0);
+static WAIT_MS: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn forked_child() {
     PID.store(0, Ordering::Relaxed);
@@ -197,6 +215,9 @@ thread_local! {
 pub(crate) struct Client {
     /// The process this client speaks for (the daemon sees it through SO_PEERCRED).
     pub pid: u32,
+    /// This attachment to the daemon, unique in the process: what was enrolled in another
+    /// session is unknown to the daemon now (it restarted, or this is a forked child).
+    pub session: u64,
     /// The transport.
     pub transport: Arc<dyn Transport>,
 }
@@ -226,17 +247,106 @@ fn shared_client(pid: u32) -> Result<(u64, Client), DaemonUnavailable> {
     if let Some(g) = global.as_ref()
         && g.pid == pid
     {
-        return Ok((GENERATION.load(Ordering::Acquire), Client { pid, transport: g.transport.clone() }));
+        let client = Client { pid, session: g.session, transport: g.transport.clone() };
+        return Ok((GENERATION.load(Ordering::Acquire), client));
     }
     if let Some(stale) = global.take() {
         // Inherited from the parent across fork: its runtime's threads do not exist in
         // this process, so dropping it could wait forever for them. Leak it instead.
         std::mem::forget(stale);
     }
-    let transport = new_transport()?;
-    *global = Some(Global { pid, transport: transport.clone() });
+    let (transport, wait) = new_transport()?;
     let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
-    Ok((generation, Client { pid, transport }))
+    *global = Some(Global { pid, session: generation, transport: transport.clone() });
+    WAIT_MS.store(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    Ok((generation, Client { pid, session: generation, transport }))
+}
+
+/// Drops the client of `session` (its daemon is gone), so that the next operation
+/// attaches again. Another thread may have done it already.
+fn forget_session(session: u64) {
+    let mut global = CLIENT.lock().unwrap_or_else(PoisonError::into_inner);
+    if global.as_ref().is_some_and(|g| g.session == session && g.pid == current_pid()) {
+        *global = None;
+        GENERATION.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `op` with the process-global client, and returns its result with the client
+/// it ran with.
+///
+/// If the daemon is gone ([`UnavailableKind::Unreachable`]) and this process had
+/// attached before, the daemon is restarting: attaches again and reruns `op` (in the new
+/// session) until `TRACE2E_TIMEOUT_MS` has passed since the first failure, then fails
+/// closed. `op` must therefore be safe to rerun: it performs no I/O of the caller's.
+pub(crate) fn with_client<T>(
+    mut op: impl FnMut(&Client) -> Result<T, DaemonUnavailable>,
+) -> Result<(T, Client), DaemonUnavailable> {
+    let mut gap: Option<Gap> = None;
+    loop {
+        let error = match client() {
+            Ok(client) => match op(&client) {
+                Ok(value) => {
+                    // A transport may be made without reaching the daemon (gRPC connects
+                    // lazily): attached means the daemon answered.
+                    if ATTACHED.load(Ordering::Relaxed) != client.pid {
+                        ATTACHED.store(client.pid, Ordering::Relaxed);
+                    }
+                    return Ok((value, client));
+                }
+                Err(e) => {
+                    if e.kind() == UnavailableKind::Unreachable {
+                        forget_session(client.session);
+                    }
+                    e
+                }
+            },
+            Err(e) => e,
+        };
+        if error.kind() != UnavailableKind::Unreachable || ATTACHED.load(Ordering::Relaxed) != current_pid() {
+            return Err(error);
+        }
+        let gap = gap.get_or_insert_with(|| Gap::start(&error));
+        if !gap.pause() {
+            return Err(DaemonUnavailable::new(
+                UnavailableKind::Unreachable,
+                error.operation(),
+                format!("{}; the daemon did not come back within {} ms", error.detail(), gap.wait.as_millis()),
+            ));
+        }
+    }
+}
+
+/// Waiting for a daemon that went away: growing pauses until the deadline.
+struct Gap {
+    until: Instant,
+    wait: Duration,
+    pause: Duration,
+}
+
+impl Gap {
+    fn start(error: &DaemonUnavailable) -> Self {
+        let wait = Duration::from_millis(WAIT_MS.load(Ordering::Relaxed));
+        tracing::warn!(
+            error = %error,
+            wait_ms = wait.as_millis() as u64,
+            "trace2e: the daemon is gone; waiting for it to come back"
+        );
+        Self { until: Instant::now() + wait, wait, pause: Duration::from_millis(2) }
+    }
+
+    /// Pauses before the next attempt; `false` once the deadline has passed.
+    fn pause(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.until {
+            return false;
+        }
+        // Retrying, not synchronising: a connect attempt costs a system call or two,
+        // and a restarting daemon is back within tens to hundreds of milliseconds.
+        std::thread::sleep(self.pause.min(self.until - now));
+        self.pause = (self.pause * 2).min(Duration::from_millis(50));
+        true
+    }
 }
 
 /// Drops the process-global client so that the next mediated operation creates a new one
