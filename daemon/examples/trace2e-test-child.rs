@@ -13,6 +13,10 @@
 //! trace2e-test-child read-many DIR THREADS READS
 //!     THREADS threads, thread t reading its 64-byte DIR/in<t>.txt READS times through
 //!     trace2e-io, print `done THREADS*READS`, then wait to be killed
+//! trace2e-test-child send-many ADDR COUNT...
+//!     connect to ADDR through trace2e-io and write one byte at a time: until COUNT
+//!     writes in all for each COUNT in turn, printing `sent COUNT` and then waiting for a
+//!     line on stdin before going on; exits at the end
 //! trace2e-test-child script
 //!     a long-lived process driven from stdin, one command a line, one answer a line
 //!     on stdout (`ok N`, `denied MESSAGE`, `unavailable MESSAGE` or `error MESSAGE`):
@@ -46,6 +50,12 @@ fn main() -> ExitCode {
         ["hold-grant", socket, file] => hold_grant(socket, file),
         ["read-then-wait", file] => read_then_wait(file),
         ["script"] => script(),
+        ["send-many", addr, ref counts @ ..] if !counts.is_empty() => {
+            match counts.iter().map(|c| c.parse::<u64>()).collect::<std::result::Result<Vec<_>, _>>() {
+                Ok(counts) => send_many(addr, &counts),
+                Err(_) => Err("every COUNT is a number".into()),
+            }
+        }
         ["read-many", dir, threads, reads] => match (threads.parse(), reads.parse()) {
             (Ok(threads), Ok(reads)) => read_many(dir, threads, reads),
             _ => Err("THREADS and READS are numbers".into()),
@@ -197,6 +207,21 @@ fn script() -> Result<()> {
             Err(e) => format!("error {e}"),
         };
         announce(&reply)?;
+    }
+    Ok(())
+}
+
+fn send_many(addr: &str, counts: &[u64]) -> Result<()> {
+    let mut stream = trace2e_io::net::TcpStream::connect(addr)?;
+    let mut sent = 0;
+    let mut go = std::io::stdin().lines();
+    for &count in counts {
+        while sent < count {
+            stream.write_all(b"x")?;
+            sent += 1;
+        }
+        announce(&format!("sent {count}"))?;
+        go.next().transpose()?;
     }
     Ok(())
 }

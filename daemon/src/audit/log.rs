@@ -1,7 +1,7 @@
 //! The append-only log: records in chunks, the window kept in memory, what was spilled
 //! to disk, counters, and queries over both.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,12 +25,15 @@ pub struct AuditLog {
     /// Full chunks in memory, oldest first: `full[k]` holds entries `(first + k) * CHUNK`
     /// onwards. Shared with the spill writer until it has written them.
     full: VecDeque<Arc<Vec<Stored>>>,
+    /// What the [`Rare`] records of `full[k]` have, by offset in the chunk (ascending):
+    /// it leaves memory with its chunk.
+    full_rare: VecDeque<Arc<ChunkRare>>,
     /// The chunk index of `full[0]`: entries before `first * CHUNK` are only on disk.
     first: usize,
     /// The chunk being filled (no capacity before the first append).
     current: Vec<Stored>,
-    /// What [`Rare`] records have, by entry index.
-    rare: BTreeMap<usize, Rare>,
+    /// What the [`Rare`] records of `current` have, by offset in the chunk (ascending).
+    current_rare: ChunkRare,
     len: usize,
     granted: u64,
     denied: u64,
@@ -72,7 +75,11 @@ impl AuditLog {
         }
         let (stored, rare) = Stored::split(entry);
         if let Some(rare) = rare {
-            self.rare.insert(self.len, rare);
+            if self.current.len() == CHUNK {
+                self.roll();
+            }
+            // Pushed below at this offset (the roll, if any, is done).
+            self.current_rare.push((self.len % CHUNK) as u32, &rare);
         }
         self.push(stored)
     }
@@ -114,6 +121,10 @@ impl AuditLog {
             return; // the empty start
         }
         let done = Arc::new(done);
+        // Sized as the last chunk's: one allocation each, not a doubling chain per chunk
+        // (which fragments the heap as chunks come and go).
+        let next_rare = self.current_rare.like();
+        let done_rare = Arc::new(std::mem::replace(&mut self.current_rare, next_rare));
         let index = self.first + self.full.len();
         if let SpillState::Pending(dir) = &self.spill {
             self.spill = match spill::Spill::start(dir) {
@@ -129,9 +140,10 @@ impl AuditLog {
             };
         }
         if let SpillState::On(s) = &self.spill {
-            s.queue(index, &done);
+            s.queue(index, &done, &done_rare);
         }
         self.full.push_back(done);
+        self.full_rare.push_back(done_rare);
     }
 
     /// Takes the written chunks beyond the memory window out of memory; returns the
@@ -142,6 +154,7 @@ impl AuditLog {
         let mut reused = None;
         while self.full.len() > self.window && self.first < durable {
             let Some(oldest) = self.full.pop_front() else { break };
+            self.full_rare.pop_front();
             self.first += 1;
             // The writer dropped its share before counting the chunk as written, and
             // queries hold none beyond the state lock: this is the last one.
@@ -233,7 +246,7 @@ impl AuditLog {
             }
             let e = self.in_memory(i);
             if filter.matches(e) {
-                out.push((i as u64 + 1, e.entry(self.rare_of(i, e))));
+                out.push((i as u64 + 1, e.entry(self.rare_of(i, e).as_ref())));
             }
         }
         let scan = match &self.spill {
@@ -247,11 +260,24 @@ impl AuditLog {
 
     /// Entries for what a [`DiskScan`] found (newest first, as found).
     pub fn resolve(&self, found: Vec<(usize, StoredRecord)>) -> impl Iterator<Item = (u64, AuditEntry)> + '_ {
-        found.into_iter().map(|(i, StoredRecord(e))| (i as u64 + 1, e.entry(self.rare_of(i, &e))))
+        found.into_iter().map(|(i, StoredRecord(e, rare))| (i as u64 + 1, e.entry(rare.as_ref())))
     }
 
-    fn rare_of(&self, i: usize, e: &Stored) -> Option<&Rare> {
-        if e.has_rare { self.rare.get(&i) } else { None }
+    /// The rare fields of entry `i`, which is in memory.
+    fn rare_of(&self, i: usize, e: &Stored) -> Option<Rare> {
+        if !e.has_rare {
+            return None;
+        }
+        match self.full_rare.get(i / CHUNK - self.first) {
+            Some(chunk) => chunk.get(i),
+            None => self.current_rare.get(i),
+        }
+    }
+
+    /// Bytes of memory the rare fields of the records in memory take (for tests).
+    #[cfg(test)]
+    fn rare_in_memory(&self) -> usize {
+        self.current_rare.heap_bytes() + self.full_rare.iter().map(|c| c.heap_bytes()).sum::<usize>()
     }
 }
 
@@ -273,10 +299,58 @@ impl Filter {
     }
 }
 
-/// A record read back from the spill file, to be turned into an entry by
+/// The rare fields of one chunk's records, encoded (postcard): a few bytes each (an
+/// external peer's address takes 8), where the decoded [`Rare`] takes hundreds.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct ChunkRare {
+    /// Offsets in the chunk of the records that have rare fields, ascending.
+    at: Vec<u32>,
+    /// Where each one's encoding ends in `bytes`.
+    ends: Vec<u32>,
+    bytes: Vec<u8>,
+}
+
+impl ChunkRare {
+    fn push(&mut self, offset: u32, rare: &Rare) {
+        match postcard::to_extend(rare, std::mem::take(&mut self.bytes)) {
+            Ok(bytes) => self.bytes = bytes,
+            // Encoding into memory fails only on a value serde cannot express: none of
+            // Rare's. Keep the record without its rare fields rather than lose it.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an audit record's rare fields");
+                return;
+            }
+        }
+        self.at.push(offset);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    /// An empty one with the capacity this one uses.
+    fn like(&self) -> Self {
+        Self {
+            at: Vec::with_capacity(self.at.len()),
+            ends: Vec::with_capacity(self.ends.len()),
+            bytes: Vec::with_capacity(self.bytes.len()),
+        }
+    }
+
+    /// The rare fields of entry `i` of this chunk.
+    fn get(&self, i: usize) -> Option<Rare> {
+        let k = self.at.binary_search(&((i % CHUNK) as u32)).ok()?;
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        postcard::from_bytes(&self.bytes[start..self.ends[k] as usize]).ok()
+    }
+
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.at.capacity() * 4 + self.ends.capacity() * 4 + self.bytes.capacity()
+    }
+}
+
+/// A record read back from the spill files, to be turned into an entry by
 /// [`AuditLog::resolve`].
-#[derive(Debug, Clone, Copy)]
-pub struct StoredRecord(Stored);
+#[derive(Debug, Clone)]
+pub struct StoredRecord(Stored, Option<Rare>);
 
 /// The part of a query that reads the spill file (see [`AuditLog::query_memory`]).
 #[derive(Debug)]
@@ -294,10 +368,22 @@ impl DiskScan {
         let mut found = Vec::new();
         self.file.visit_back(self.start, self.end, |i, e| {
             if self.filter.matches(e) {
-                found.push((i, StoredRecord(*e)));
+                found.push((i, StoredRecord(*e, None)));
             }
             found.len() >= self.limit
         })?;
+        // Newest first: each chunk's rare fields are read once.
+        let mut chunk: Option<(usize, ChunkRare)> = None;
+        for (i, StoredRecord(e, rare)) in &mut found {
+            if !e.has_rare {
+                continue;
+            }
+            if chunk.as_ref().is_none_or(|(c, _)| *c != *i / CHUNK) {
+                chunk = Some((*i / CHUNK, self.file.rare(*i / CHUNK)?));
+            }
+            let (_, of_chunk) = chunk.as_ref().expect("just read");
+            *rare = Some(of_chunk.get(*i).ok_or(AuditError::Corrupt { seq: AuditSeq(*i as u64 + 1) })?);
+        }
         Ok(found)
     }
 }
@@ -393,6 +479,43 @@ mod tests {
         let oldest = log.query(&AuditQuery { after: AuditSeq(0), limit: 0, ..Default::default() }, None).unwrap();
         assert_eq!(oldest[0].1.bytes, 0);
         assert_eq!(oldest[0].1.result, AuditOutcome::Denied(denial()), "a record on disk keeps its denial");
+    }
+
+    #[test]
+    fn rare_fields_leave_memory_with_their_chunk_and_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AuditLog::new(&AuditConfig { spill_dir: Some(dir.path().into()), memory_chunks: 1 });
+        // Every record has a rare field (as every write to an external peer does).
+        let append = |log: &mut AuditLog, i: usize| {
+            let mut e = request(AuditOutcome::Granted, 1);
+            e.bytes = i as u64;
+            e.external_peer = Some(std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 443)));
+            assert_eq!(log.append(e), i as u64 + 1);
+        };
+        let total = 5 * CHUNK + 7;
+        for i in 0..total {
+            append(&mut log, i);
+            if (i + 1) % CHUNK == 1 && i > CHUNK {
+                // Let the writer catch up so that chunks can leave memory.
+                wait_written(&log, (i + 1) / CHUNK - 1);
+            }
+        }
+        assert!(log.spilled() >= 3 * CHUNK, "{} spilled", log.spilled());
+        assert!(log.full_rare.len() <= 2, "the window's chunks only: {}", log.full_rare.len());
+        // Three chunks at most (the window, one written but kept, the current one), of
+        // 8 bytes of index and 8 of address a record, with Vec's doubling.
+        assert!(
+            log.rare_in_memory() <= 3 * CHUNK * 16 * 2,
+            "rare fields of at most three chunks in memory: {} B",
+            log.rare_in_memory()
+        );
+        let all = log.query(&AuditQuery::default(), None).unwrap();
+        assert_eq!(all.len(), total);
+        for (seq, e) in &all {
+            let i = (*seq - 1) as usize;
+            assert_eq!(e.bytes, i as u64);
+            assert_eq!(e.external_peer, Some(std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 443))));
+        }
     }
 
     #[test]

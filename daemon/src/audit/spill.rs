@@ -6,6 +6,11 @@
 //! at byte `64 * i`. The file lives as long as the daemon (records name interned labels,
 //! meaningful only to this daemon) and disappears with it, even after a crash.
 //!
+//! The records' rare fields ([`Rare`](super::stored::Rare): denials, names, peers)
+//! go with their chunk into a second unlinked file, one postcard blob per chunk, whose
+//! place the writer notes before it counts the chunk as written: a chunk leaves memory
+//! whole.
+//!
 //! Why: the trail grows by two records per mediated I/O, and memory never touched
 //! before costs page zeroing on every new page: a sizeable share of the daemon's CPU
 //! under load, and of every read's overhead with the daemon on its own CPU (bench
@@ -25,6 +30,7 @@ use rustix::fs::{Mode, OFlags};
 
 use super::AuditError;
 use super::chunk::{CHUNK, CHUNK_BYTES};
+use super::log::ChunkRare;
 use super::stored::{RECORD_BYTES, Stored};
 
 /// The file system's unit of direct I/O (and this code's): 64 records.
@@ -45,8 +51,9 @@ impl Block {
     }
 }
 
-/// A chunk to write: its index in the log (its place in the file) and its records.
-type Job = (usize, Arc<Vec<Stored>>);
+/// A chunk to write: its index in the log (its place in the file), its records and
+/// their rare fields.
+type Job = (usize, Arc<Vec<Stored>>, Arc<ChunkRare>);
 
 /// The spill file of one log and the thread that writes it.
 #[derive(Debug)]
@@ -58,6 +65,10 @@ pub(super) struct Spill {
 #[derive(Debug)]
 struct Shared {
     file: File,
+    /// The rare fields, chunk after chunk (buffered I/O: blobs of any size).
+    rare: File,
+    /// Where chunk `k`'s rare fields are in `rare`: (offset, length), for `k < durable`.
+    rare_at: parking_lot::Mutex<Vec<(u64, u32)>>,
     /// Chunks `0..durable` are written; only the writer thread stores it.
     durable: AtomicUsize,
     /// The directory, for messages.
@@ -66,16 +77,17 @@ struct Shared {
 
 /// Checks that a spill file can be made in `dir` (at start-up, for a clear error).
 pub fn check_dir(dir: &Path) -> io::Result<()> {
-    open(dir).map(drop)
+    open(dir, true).map(drop)
 }
 
-/// An unlinked read-write file in `dir`: `O_TMPFILE` with `O_DIRECT` where the file
-/// system has both; without `O_DIRECT` where it refuses it; a named file unlinked at
-/// once where `O_TMPFILE` is missing.
-fn open(dir: &Path) -> io::Result<File> {
+/// An unlinked read-write file in `dir`: `O_TMPFILE` with `O_DIRECT` (if `direct`) where
+/// the file system has both; without `O_DIRECT` where it refuses it; a named file
+/// unlinked at once where `O_TMPFILE` is missing.
+fn open(dir: &Path, direct: bool) -> io::Result<File> {
     let base = OFlags::RDWR | OFlags::CLOEXEC;
     let mode = Mode::RUSR | Mode::WUSR;
-    for direct in [OFlags::DIRECT, OFlags::empty()] {
+    let modes: &[OFlags] = if direct { &[OFlags::DIRECT, OFlags::empty()] } else { &[OFlags::empty()] };
+    for &direct in modes {
         match rustix::fs::open(dir, base | OFlags::TMPFILE | direct, mode) {
             Ok(fd) => return Ok(File::from(fd)),
             Err(rustix::io::Errno::INVAL) if !direct.is_empty() => continue,
@@ -84,7 +96,7 @@ fn open(dir: &Path) -> io::Result<File> {
         }
     }
     static NAMED: AtomicUsize = AtomicUsize::new(0);
-    for direct in [OFlags::DIRECT, OFlags::empty()] {
+    for &direct in modes {
         let n = NAMED.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!(".trace2ed-audit-{}-{n}.spill", std::process::id()));
         match rustix::fs::open(&path, base | OFlags::CREATE | OFlags::EXCL | direct, mode) {
@@ -102,7 +114,13 @@ fn open(dir: &Path) -> io::Result<File> {
 impl Spill {
     /// Opens a spill file in `dir` and starts its writer.
     pub(super) fn start(dir: &Path) -> io::Result<Self> {
-        let shared = Arc::new(Shared { file: open(dir)?, durable: AtomicUsize::new(0), dir: dir.into() });
+        let shared = Arc::new(Shared {
+            file: open(dir, true)?,
+            rare: open(dir, false)?,
+            rare_at: parking_lot::Mutex::new(Vec::new()),
+            durable: AtomicUsize::new(0),
+            dir: dir.into(),
+        });
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new().name("t2e-audit-spill".into()).spawn({
             let shared = Arc::clone(&shared);
@@ -112,10 +130,10 @@ impl Spill {
     }
 
     /// Queues full chunk `index` (chunks are queued in order, each once).
-    pub(super) fn queue(&self, index: usize, chunk: &Arc<Vec<Stored>>) {
+    pub(super) fn queue(&self, index: usize, chunk: &Arc<Vec<Stored>>, rare: &Arc<ChunkRare>) {
         // A send fails only once the writer stopped on an error it logged: the chunk
         // then stays in memory, as every later one does.
-        let _ = self.jobs.send((index, Arc::clone(chunk)));
+        let _ = self.jobs.send((index, Arc::clone(chunk), Arc::clone(rare)));
     }
 
     /// Chunks written so far: `0..durable()`. The writer has released each of them.
@@ -134,6 +152,21 @@ impl Spill {
 pub(super) struct Reader(Arc<Shared>);
 
 impl Reader {
+    /// The rare fields of written chunk `chunk`.
+    pub(super) fn rare(&self, chunk: usize) -> Result<ChunkRare, AuditError> {
+        let shared = &self.0;
+        let Some(&(offset, len)) = shared.rare_at.lock().get(chunk) else {
+            return Err(AuditError::Corrupt { seq: super::AuditSeq((chunk * CHUNK) as u64 + 1) });
+        };
+        let mut blob = vec![0u8; len as usize];
+        shared
+            .rare
+            .read_exact_at(&mut blob, offset)
+            .map_err(|e| AuditError::Read { dir: shared.dir.clone(), source: e })?;
+        postcard::from_bytes(&blob)
+            .map_err(|_| AuditError::Corrupt { seq: super::AuditSeq((chunk * CHUNK) as u64 + 1) })
+    }
+
     /// Visits the records of `start..end` (all written) newest first, until `visit`
     /// says it has enough.
     pub(super) fn visit_back(
@@ -169,7 +202,8 @@ impl Reader {
 /// at its place. Stops at the first error, logged: later chunks stay in memory.
 fn write_all(shared: &Shared, queue: &mpsc::Receiver<Job>) {
     let mut blocks: Vec<Block> = (0..BLOCKS).map(|_| Block::zeroed()).collect();
-    for (index, chunk) in queue {
+    let mut rare_end = 0u64;
+    for (index, chunk, rare) in queue {
         debug_assert_eq!(index, shared.durable.load(Ordering::Relaxed));
         for (i, stored) in chunk.iter().enumerate() {
             let at = (i % PER_BLOCK) * RECORD_BYTES;
@@ -183,7 +217,17 @@ fn write_all(shared: &Shared, queue: &mpsc::Receiver<Job>) {
             tracing::error!(index, written, "audit chunk queued before it was full; spilling stops");
             return;
         }
-        if let Err(e) = write_chunk(&shared.file, &blocks, (index * CHUNK_BYTES) as u64) {
+        let blob = match postcard::to_allocvec(&*rare) {
+            Ok(blob) => blob,
+            Err(e) => {
+                tracing::error!(index, error = %e, "cannot encode an audit chunk's rare fields; spilling stops");
+                return;
+            }
+        };
+        drop(rare);
+        let written = write_chunk(&shared.file, &blocks, (index * CHUNK_BYTES) as u64)
+            .and_then(|()| shared.rare.write_all_at(&blob, rare_end));
+        if let Err(e) = written {
             tracing::error!(
                 dir = %shared.dir.display(),
                 error = %e,
@@ -191,6 +235,8 @@ fn write_all(shared: &Shared, queue: &mpsc::Receiver<Job>) {
             );
             return;
         }
+        shared.rare_at.lock().push((rare_end, blob.len() as u32));
+        rare_end += blob.len() as u64;
         shared.durable.store(index + 1, Ordering::Release);
     }
 }

@@ -11,7 +11,9 @@ use super::record::*;
 use crate::provenance::LabelId;
 
 /// What most records never have, kept out of line so that a flow's records stay small.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Leaves memory with its record's chunk: the spill writer stores each chunk's rare
+/// fields (postcard) in a second spill file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Rare {
     pub(super) denial: Option<Denial>,
     pub(super) named_source: Option<LocalizedResource>,
