@@ -28,11 +28,8 @@ use trace2e_benches::workers::LoadWorker;
 use trace2e_benches::{FEW_SAMPLES, MEASUREMENT, SAMPLES};
 
 /// The daemon's modes: (id, flags).
-const MODES: [(&str, &[&str]); 3] = [
-    ("ephemeral", &["--ephemeral"]),
-    ("durable", &[]),
-    ("sync", &["--fsync-interval-ms", "0"]),
-];
+const MODES: [(&str, &[&str]); 3] =
+    [("ephemeral", &["--ephemeral"]), ("durable", &[]), ("sync", &["--fsync-interval-ms", "0"])];
 const PLACEMENTS: [&str; 2] = ["other-core", "unpinned"];
 const PROCESSES: usize = 4;
 const SHM: Variant = Variant::Traced("shm");

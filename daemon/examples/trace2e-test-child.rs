@@ -183,10 +183,7 @@ fn script() -> Result<()> {
             ["read", name] => match held.get_mut(name) {
                 Some(h) => {
                     let mut buf = vec![0u8; 64 * 1024];
-                    h.read(&mut buf).map(|n| {
-                        data.extend_from_slice(&buf[..n]);
-                        n
-                    })
+                    h.read(&mut buf).inspect(|&n| data.extend_from_slice(&buf[..n]))
                 }
                 None => Err(std::io::Error::other(format!("nothing named {name}"))),
             },

@@ -35,7 +35,11 @@
 //!   [`ErrorKind::NotConnected`](std::io::ErrorKind::NotConnected) carrying a
 //!   [`DaemonUnavailable`]; the I/O was not performed (fail closed), and opening fails too;
 //! - a report that fails *after* the I/O happened is logged (`tracing` warning) and the
-//!   I/O's result is returned: data is never lost to a bookkeeping failure.
+//!   I/O's result is returned: data is never lost to a bookkeeping failure;
+//! - a daemon that goes away after this process attached (a restart, a crash) is waited
+//!   for: the I/O retries attaching for up to `TRACE2E_TIMEOUT_MS`, then fails closed as
+//!   above. Once it is back, open files and streams are enrolled again by themselves and
+//!   the process keeps its provenance (its `process://PID.STARTTIME` is the same).
 //!
 //! # Configuration
 //!
