@@ -74,14 +74,7 @@ impl AuditLog {
             }
         }
         let (stored, rare) = Stored::split(entry);
-        if let Some(rare) = rare {
-            if self.current.len() == CHUNK {
-                self.roll();
-            }
-            // Pushed below at this offset (the roll, if any, is done).
-            self.current_rare.push((self.len % CHUNK) as u32, &rare);
-        }
-        self.push(stored)
+        self.push(stored, rare.as_ref())
     }
 
     /// Appends a flow's record (the same as appending [`FlowRecord::entry`]); returns
@@ -90,12 +83,15 @@ impl AuditLog {
         if record.kind == AuditKind::Request && record.result == FlowResult::Granted {
             self.granted += 1;
         }
-        self.push(Stored::from(record))
+        self.push(Stored::from(record), None)
     }
 
-    fn push(&mut self, stored: Stored) -> u64 {
+    fn push(&mut self, stored: Stored, rare: Option<&Rare>) -> u64 {
         if self.current.len() == CHUNK || self.current.capacity() == 0 {
             self.roll();
+        }
+        if let Some(rare) = rare {
+            self.current_rare.push(self.current.len() as u32, rare);
         }
         self.current.push(stored);
         // Records ahead are lines never touched since their page was zeroed (or, in a
