@@ -16,7 +16,7 @@
 //! Run: `cargo bench -p trace2e-benches --bench durability` (see `perf/README.md`).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Throughput};
 use serde_json::json;
@@ -24,7 +24,7 @@ use trace2e_benches::daemon::{Daemon, DaemonOptions};
 use trace2e_benches::placement::{CpuSet, Placement};
 use trace2e_benches::summary::{criterion_median_ns, human_ns, write_summary};
 use trace2e_benches::transport::Variant;
-use trace2e_benches::workers::LoadWorker;
+use trace2e_benches::workers::{LoadWorker, run_together};
 use trace2e_benches::{FEW_SAMPLES, MEASUREMENT, SAMPLES};
 
 /// The daemon's modes: (id, flags).
@@ -104,16 +104,7 @@ fn main() {
             })
             .collect();
         group.bench_function(BenchmarkId::new(mode, PROCESSES), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for w in &mut workers {
-                    w.start(iters).unwrap();
-                }
-                for w in &mut workers {
-                    w.finish().unwrap();
-                }
-                start.elapsed()
-            })
+            b.iter_custom(|iters| run_together(&mut workers, iters).unwrap())
         });
         drop(workers);
         drop(daemon);

@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo bench -p trace2e-benches --bench throughput` (see `perf/README.md`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Throughput};
 use serde_json::json;
@@ -19,7 +19,7 @@ use trace2e_benches::FEW_SAMPLES;
 use trace2e_benches::daemon::{Daemon, DaemonOptions};
 use trace2e_benches::summary::{criterion_median_ns, write_summary};
 use trace2e_benches::transport::Variants;
-use trace2e_benches::workers::{LoadWorker, READ_SIZE};
+use trace2e_benches::workers::{LoadWorker, READ_SIZE, run_together};
 
 const PROCESSES: [usize; 3] = [1, 2, 4];
 
@@ -44,16 +44,7 @@ fn main() {
                 .collect();
             group.throughput(Throughput::Elements(processes as u64));
             group.bench_function(BenchmarkId::new(variant.id(), processes), |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for w in &mut workers {
-                        w.start(iters).unwrap();
-                    }
-                    for w in &mut workers {
-                        w.finish().unwrap();
-                    }
-                    start.elapsed()
-                })
+                b.iter_custom(|iters| run_together(&mut workers, iters).unwrap())
             });
         }
     }

@@ -9,7 +9,7 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::daemon::{Daemon, binary};
 use crate::transport::Variant;
@@ -93,4 +93,17 @@ impl Drop for LoadWorker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One iteration of a multi-process bench: `reads` reads in every worker at once, timed
+/// from telling the first to start to the last one's end.
+pub fn run_together(workers: &mut [LoadWorker], reads: u64) -> io::Result<Duration> {
+    let start = Instant::now();
+    for w in workers.iter_mut() {
+        w.start(reads)?;
+    }
+    for w in workers.iter_mut() {
+        w.finish()?;
+    }
+    Ok(start.elapsed())
 }
